@@ -1,0 +1,44 @@
+"""`densekit data`: fetch BEIR sets and inspect data folders."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import typer
+
+from densekit.cli.common import console, resolve_data, settings
+from densekit.data import list_splits, load_beir
+from densekit.data.fetch import fetch_dataset
+
+app = typer.Typer(help="Fetch and inspect BEIR datasets.", no_args_is_help=True)
+
+
+@app.command("fetch")
+def fetch(
+    name: str = typer.Argument(..., help="BEIR dataset name, e.g. scifact, nfcorpus"),
+    from_dir: Path = typer.Option(None, "--from", help="copy this local BEIR folder instead of downloading"),
+    data_dir: Path = typer.Option(None, "--data-dir", help="destination root (default: DENSEKIT_DATA_DIR)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing copy"),
+) -> None:
+    """Download a BEIR dataset with beir's own helper (needs network), or copy a local folder."""
+    root = data_dir or settings().data_dir
+    dest = fetch_dataset(name, root, from_dir=from_dir, force=force)
+    console.print(f"dataset ready: {dest}")
+
+
+@app.command("info")
+def info(
+    data: str = typer.Argument(..., help="dataset folder or name under DENSEKIT_DATA_DIR"),
+    split: str = typer.Option(None, help="only this split (default: every split)"),
+) -> None:
+    """Print document, query and qrels counts for each split as JSON."""
+    folder = resolve_data(data)
+    splits = [split] if split else list_splits(folder)
+    corpus = None
+    out = {}
+    for s in splits:
+        ds = load_beir(folder, s, corpus=corpus)
+        corpus = ds.corpus
+        out[s] = ds.counts
+    typer.echo(json.dumps({"dataset": folder.name, "folder": str(folder), "splits": out}, indent=2))

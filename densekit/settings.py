@@ -1,0 +1,43 @@
+"""Settings shared by every stage: environment variables (DENSEKIT_*) and CLI flags.
+
+One pydantic-settings model so that the CLI, the service, docker/compose and `/info`
+agree on names. CLI flags override the environment.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DENSEKIT_", extra="ignore")
+
+    # Where BEIR folders live; `densekit data fetch` writes here, `--data NAME` reads here.
+    data_dir: Path = Field(default=Path("data"), description="root folder of BEIR datasets")
+    cache_dir: Path = Field(default=Path.home() / ".cache" / "densekit", description="converted models and other caches")
+
+    model: str = Field(default=DEFAULT_MODEL, description="bi-encoder: hub name or local path")
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    dtype: str = Field(default="auto", description="auto (fp32 on CPU, bf16/fp16 on CUDA), float32, float16, bfloat16")
+    batch_size: int = Field(default=64, ge=1, description="encoder batch size for offline encoding")
+
+    # Service
+    index_dir: Path | None = Field(default=None, description="index folder the server loads")
+    reranker: str | None = Field(default=None, description="reranker model (cross-encoder or LLM), hub name or path")
+    reranker_kind: str = Field(default="auto", description="auto, cross-encoder or llm")
+    host: str = Field(default="127.0.0.1", description="bind address")
+    port: int = Field(default=8000, ge=1, le=65535, description="bind port")
+    api_keys: list[str] = Field(default_factory=list, description="accepted API keys (Bearer); empty = no auth")
+    cors_origins: list[str] = Field(default_factory=list, description="CORS allowed origins; empty = CORS off")
+    max_top_k: int = Field(default=1000, ge=1, description="largest top_k a search may ask for")
+    max_client_batch: int = Field(default=256, ge=1, description="most texts/queries in one request (413 past it)")
+    max_text_chars: int = Field(default=20000, ge=1, description="longest single text accepted (413 past it)")
+    max_payload_bytes: int = Field(default=4_000_000, ge=1024, description="largest request body (413 past it)")
+    max_batch_tokens: int = Field(default=16384, ge=1, description="token budget of one dynamic batch")
+    max_wait_ms: float = Field(default=2.0, ge=0, description="how long a batch waits for company")
+    max_queue: int = Field(default=512, ge=1, description="queued requests before 429")
+    rerank_top_n: int = Field(default=100, ge=1, description="default number of first-stage hits to rerank")

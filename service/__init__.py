@@ -1,0 +1,1 @@
+"""The HTTP service (FastAPI). Build it with service.app.create_app()."""

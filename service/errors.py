@@ -1,0 +1,81 @@
+"""One error shape for every failure: {"error": message, "error_type": kind}, with the
+HTTP status DESIGN.md assigns (400 empty input, 401 auth, 413 too large, 422 validation,
+429 overloaded, 503 not ready)."""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from densekit.errors import DensekitError, DocumentNotFoundError, InvalidInputError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error_type: str, message: str):
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+        super().__init__(message)
+
+
+def empty_input(message: str) -> ApiError:
+    return ApiError(400, "empty_input", message)
+
+
+def too_large(message: str) -> ApiError:
+    return ApiError(413, "payload_too_large", message)
+
+
+def not_ready(message: str = "models are still loading") -> ApiError:
+    return ApiError(503, "not_ready", message)
+
+
+def error_body(status: int, error_type: str, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message, "error_type": error_type})
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError):
+        return error_body(exc.status, exc.error_type, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError):
+        return error_body(422, "validation", _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        kind = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large"}.get(exc.status_code, "http_error")
+        return error_body(exc.status_code, kind, str(exc.detail))
+
+    @app.exception_handler(InvalidInputError)
+    async def _invalid(_: Request, exc: InvalidInputError):
+        return error_body(400, "invalid_input", str(exc))
+
+    @app.exception_handler(DocumentNotFoundError)
+    async def _not_found(_: Request, exc: DocumentNotFoundError):
+        return error_body(404, "not_found", str(exc))
+
+    @app.exception_handler(DensekitError)
+    async def _densekit(_: Request, exc: DensekitError):
+        log.exception("densekit error")
+        return error_body(500, type(exc).__name__, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception):
+        # Never a stack trace to the client; the log keeps it.
+        log.exception("unhandled error")
+        return error_body(500, "internal", "internal server error")

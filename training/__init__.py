@@ -1,0 +1,1 @@
+"""Training: bi-encoders, rerankers and distilled indexes (see each subpackage)."""

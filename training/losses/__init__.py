@@ -1,0 +1,16 @@
+"""Bi-encoder losses for sentence-transformers' trainer: InfoNCE, MW (global AUC) and DCL.
+
+Each is a small `torch.nn.Module` with its equation and source in the docstring, following
+the library's loss contract `forward(sentence_features, labels)` over dataset columns
+anchor, positive, negative_1..negative_H.
+"""
+from __future__ import annotations
+
+from training.losses.base import BiEncoderLoss
+from training.losses.dcl import DCLLoss
+from training.losses.infonce import InfoNCELoss
+from training.losses.mw import MWLoss
+
+LOSSES: dict[str, type[BiEncoderLoss]] = {"infonce": InfoNCELoss, "mw": MWLoss, "dcl": DCLLoss}
+
+__all__ = ["BiEncoderLoss", "InfoNCELoss", "MWLoss", "DCLLoss", "LOSSES"]

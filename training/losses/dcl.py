@@ -1,0 +1,53 @@
+"""Decoupled contrastive loss (DCL)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from training.losses.base import BiEncoderLoss
+from training.losses.batch_scores import Similarity, check_temperature, own_positive_mask, positive_scores
+
+
+class DCLLoss(BiEncoderLoss):
+    r"""InfoNCE without the positive in the denominator.
+
+        L = -1/B sum_i log( exp(s(q_i, p_i)/tau) / sum_{d in D, d != p_i} exp(s(q_i, d)/tau) )
+          = 1/B sum_i ( -s(q_i, p_i)/tau + logsumexp_{d != p_i} s(q_i, d)/tau )
+
+    Removing the positive from the normaliser removes the "negative-positive coupling" that
+    shrinks InfoNCE's gradient once the positive dominates, which makes small batches learn
+    better. With ``symmetric=True`` the passage-to-query term (over the other queries) is
+    averaged in, as for InfoNCE.
+
+    Source: Yeh, Hong, Hsu, Liu, Chen, LeCun, "Decoupled Contrastive Learning", ECCV 2022
+    (arXiv 2110.06848), eq. 6.
+
+    Example::
+
+        loss = DCLLoss(model, temperature=0.05)
+    """
+
+    def __init__(self, model=None, temperature: float = 0.05, symmetric: bool = False, similarity: Similarity = "cosine"):
+        super().__init__(model, similarity)
+        self.temperature = check_temperature(temperature)
+        self.symmetric = bool(symmetric)
+
+    def loss_from_scores(self, scores: Tensor) -> Tensor:
+        logits = scores / self.temperature
+        pos = positive_scores(logits)
+        mask = own_positive_mask(logits)
+        loss = (torch.logsumexp(logits.masked_fill(mask, float("-inf")), dim=1) - pos).mean()
+        if self.symmetric:
+            b = logits.size(0)
+            square = logits[:, :b].masked_fill(mask[:, :b], float("-inf"))
+            loss = (loss + (torch.logsumexp(square, dim=0) - pos).mean()) / 2
+        return loss
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "symmetric": self.symmetric, "similarity": self.similarity}
+
+    @property
+    def citation(self) -> str:
+        return "@inproceedings{yeh2022dcl, title={Decoupled Contrastive Learning}, author={Yeh, Chun-Hsiao and Hong, Cheng-Yao and Hsu, Yen-Chi and Liu, Tyng-Luh and Chen, Yubei and LeCun, Yann}, booktitle={ECCV}, year={2022}}"

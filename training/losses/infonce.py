@@ -1,0 +1,61 @@
+"""InfoNCE with in-batch and hard negatives."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from training.losses.base import BiEncoderLoss
+from training.losses.batch_scores import Similarity, check_temperature, positive_scores
+
+
+class InfoNCELoss(BiEncoderLoss):
+    r"""Contrastive cross-entropy of each query's positive against every passage of the batch.
+
+    With s(q, d) the similarity, tau the temperature, B queries and the batch's passages D
+    (all B positives and all B*H hard negatives):
+
+        L = -1/B sum_i log( exp(s(q_i, p_i)/tau) / sum_{d in D} exp(s(q_i, d)/tau) )
+
+    With ``symmetric=True`` the passage-to-query term of each positive is added and the two
+    are averaged (Radford et al. 2021, CLIP; Günther et al. 2023, jina-embeddings-v2):
+
+        L_sym = 1/2 ( L - 1/B sum_i log( exp(s(q_i, p_i)/tau) / sum_j exp(s(q_j, p_i)/tau) ) )
+
+    Source: van den Oord, Li, Vinyals, "Representation Learning with Contrastive Predictive
+    Coding", arXiv 1807.03748 (2018); with hard negatives as in Karpukhin et al., "Dense
+    Passage Retrieval for Open-Domain Question Answering", EMNLP 2020. Equals
+    sentence-transformers' MultipleNegativesRankingLoss with scale = 1/tau.
+
+    Adding a constant c_i to all of query i's scores leaves L unchanged (softmax is
+    shift-invariant per row): InfoNCE says nothing about how scores compare across queries.
+
+    Example::
+
+        loss = InfoNCELoss(model, temperature=0.05)
+        trainer = SentenceTransformerTrainer(model=model, train_dataset=ds, loss=loss)
+    """
+
+    def __init__(self, model=None, temperature: float = 0.05, symmetric: bool = False, similarity: Similarity = "cosine"):
+        super().__init__(model, similarity)
+        self.temperature = check_temperature(temperature)
+        self.symmetric = bool(symmetric)
+
+    def loss_from_scores(self, scores: Tensor) -> Tensor:
+        logits = scores / self.temperature
+        pos = positive_scores(logits)
+        loss = (torch.logsumexp(logits, dim=1) - pos).mean()
+        if self.symmetric:
+            b = logits.size(0)
+            # Column i of the first B columns holds every query's score for positive p_i.
+            backward = (torch.logsumexp(logits[:, :b], dim=0) - pos).mean()
+            loss = (loss + backward) / 2
+        return loss
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "symmetric": self.symmetric, "similarity": self.similarity}
+
+    @property
+    def citation(self) -> str:
+        return "@article{oord2018cpc, title={Representation Learning with Contrastive Predictive Coding}, author={van den Oord, Aaron and Li, Yazhe and Vinyals, Oriol}, journal={arXiv:1807.03748}, year={2018}}"

@@ -117,7 +117,9 @@ class DenseIndex:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, verify: bool = True, expected_dim: int | None = None) -> "DenseIndex":
+    def load(cls, folder: str | Path, verify: bool = True, expected_dim: int | None = None, writable: bool = False) -> "DenseIndex":
+        """Open an index folder. Read-only by default: opening SQLite for writing changes the
+        file (journal mode), which would break its checksum for the next reader."""
         folder = Path(folder)
         manifest = read_manifest(folder)
         if verify:
@@ -130,7 +132,7 @@ class DenseIndex:
             raise IndexCorruptError(f"{folder / INDEX_FILE}: faiss cannot read it ({str(exc).splitlines()[0]})") from None
         if index.d != manifest.encoder.dim:
             raise IndexMismatchError(f"{folder}: faiss index dim {index.d} != manifest dim {manifest.encoder.dim}")
-        store = DocStore(folder / DOCSTORE_FILE)
+        store = DocStore(folder / DOCSTORE_FILE, readonly=not writable)
         if index.ntotal != len(store):
             raise IndexCorruptError(f"{folder}: faiss holds {index.ntotal} vectors, document store {len(store)} documents")
         return cls(index, store, manifest, folder)
@@ -198,8 +200,8 @@ class DenseIndex:
             return len(rows)
 
 
-def load_index(folder: str | Path, verify: bool = True) -> DenseIndex:
-    return DenseIndex.load(folder, verify=verify)
+def load_index(folder: str | Path, verify: bool = True, writable: bool = False) -> DenseIndex:
+    return DenseIndex.load(folder, verify=verify, writable=writable)
 
 
 def build_from_corpus(

@@ -58,7 +58,7 @@ def tiny_st_model_dir(tmp_path_factory) -> Path:
     BertModel(cfg).save_pretrained(bert_dir)
     tok.save_pretrained(bert_dir)
     word = models.Transformer(str(bert_dir), max_seq_length=64)
-    pool = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    pool = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
     model = SentenceTransformer(modules=[word, pool, models.Normalize()], device="cpu")
     model_dir = out / "st"
     model.save(str(model_dir))

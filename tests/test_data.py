@@ -1,0 +1,108 @@
+"""BEIR loading: same counts as beir's GenericDataLoader, and malformed files fail with
+the file and line named."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from densekit.data import load_beir, load_pairs, load_qrels
+from densekit.errors import DataFormatError, DatasetNotFoundError
+
+SETS = [("scifact", "test"), ("scifact", "train"), ("nfcorpus", "test"), ("nfcorpus", "dev"), ("nfcorpus", "train"),
+        ("wikiqa", "test"), ("nq-utd", "test"), ("squad_subset", "train")]
+
+
+@pytest.mark.parametrize("name,split", SETS)
+def test_counts_equal_beir_loader(data_dir, name, split):
+    from beir.datasets.data_loader import GenericDataLoader
+
+    folder = data_dir / name
+    if not (folder / "qrels" / f"{split}.tsv").is_file():
+        pytest.skip(f"{name} has no {split} split here")
+    ours = load_beir(folder, split)
+    corpus, queries, qrels = GenericDataLoader(str(folder)).load(split=split)
+    assert ours.counts == {"documents": len(corpus), "queries": len(queries), "qrels": sum(len(v) for v in qrels.values())}
+    assert ours.qrels == qrels
+    assert ours.queries == queries
+    some = next(iter(corpus))
+    assert ours.corpus[some]["text"] == corpus[some]["text"]
+
+
+def test_tiny_folder_loads(tiny_beir):
+    ds = load_beir(tiny_beir, "test")
+    assert ds.counts == {"documents": 6, "queries": 3, "qrels": 4}
+    assert ds.doc_text("d3") == "Paris Paris is the capital and largest city of France."
+
+
+def _copy(tiny_beir, tmp_path):
+    import shutil
+
+    dst = tmp_path / "bad"
+    shutil.copytree(tiny_beir, dst)
+    return dst
+
+
+def test_bad_json_line_names_file_and_line(tiny_beir, tmp_path):
+    d = _copy(tiny_beir, tmp_path)
+    lines = (d / "corpus.jsonl").read_text().splitlines()
+    lines.insert(2, '{"_id": "x", "text": ')
+    (d / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataFormatError) as exc:
+        load_beir(d, "test")
+    assert exc.value.line == 3
+    assert str(exc.value).startswith(f"{d / 'corpus.jsonl'}:3:")
+
+
+def test_missing_id_names_file_and_line(tiny_beir, tmp_path):
+    d = _copy(tiny_beir, tmp_path)
+    with (d / "queries.jsonl").open("a") as fh:
+        fh.write(json.dumps({"text": "no id here"}) + "\n")
+    with pytest.raises(DataFormatError, match=r"queries.jsonl:4: missing '_id'"):
+        load_beir(d, "test")
+
+
+def test_short_qrels_row_names_file_and_line(tiny_beir, tmp_path):
+    d = _copy(tiny_beir, tmp_path)
+    with (d / "qrels" / "test.tsv").open("a") as fh:
+        fh.write("q1\td4\n")
+    with pytest.raises(DataFormatError, match=r"test.tsv:6: expected 3 tab-separated columns"):
+        load_qrels(d, "test")
+
+
+def test_non_integer_grade(tiny_beir, tmp_path):
+    d = _copy(tiny_beir, tmp_path)
+    with (d / "qrels" / "test.tsv").open("a") as fh:
+        fh.write("q1\td4\thigh\n")
+    with pytest.raises(DataFormatError, match=r"test.tsv:6: score must be an integer"):
+        load_qrels(d, "test")
+
+
+def test_unknown_split_lists_available(tiny_beir):
+    with pytest.raises(DatasetNotFoundError, match=r"unknown split 'dev'.*available: test"):
+        load_beir(tiny_beir, "dev")
+
+
+def test_qrels_query_without_text(tiny_beir, tmp_path):
+    d = _copy(tiny_beir, tmp_path)
+    with (d / "qrels" / "test.tsv").open("a") as fh:
+        fh.write("q99\td1\t1\n")
+    with pytest.raises(DataFormatError, match="no query text"):
+        load_beir(d, "test")
+
+
+def test_pairs_jsonl(tmp_path):
+    p = tmp_path / "pairs.jsonl"
+    p.write_text('{"query": "a", "pos": ["b"], "neg": ["c", "d"]}\n{"query": "e", "pos": "f"}\n')
+    rows = load_pairs(p)
+    assert [r.neg for r in rows] == [["c", "d"], []]
+    assert rows[1].pos == ["f"]
+    p.write_text('{"query": "a", "pos": ["b"]}\n{"query": "e", "neg": ["x"]}\n')
+    with pytest.raises(DataFormatError, match=r"pairs.jsonl:2: missing 'pos'"):
+        load_pairs(p)
+
+
+def test_real_pairs_files_load(data_dir):
+    rows = load_pairs(data_dir / "wikiqa" / "train_pairs.jsonl")
+    assert len(rows) == 873
+    assert all(r.pos for r in rows)

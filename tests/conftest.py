@@ -85,3 +85,25 @@ def tiny_beir(tmp_path) -> Path:
     (d / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries))
     (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td3\t1\nq2\td5\t1\nq3\td2\t2\nq3\td1\t0\n")
     return d
+
+
+@pytest.fixture(scope="session")
+def scifact_index_dir(tmp_path_factory, data_dir, minilm_path):
+    """A flat SciFact index with the packaged all-MiniLM-L6-v2 (slow the first time on a
+    CPU, ~4 min; corpus vectors are cached in DENSEKIT_CACHE_DIR afterwards)."""
+    from densekit.data import load_corpus
+    from densekit.encoder import Encoder
+    from index.dense_index import build_from_corpus
+
+    out = tmp_path_factory.mktemp("scifact-index") / "index"
+    idx = build_from_corpus(Encoder(minilm_path, device="cpu"), load_corpus(data_dir / "scifact"), progress=False)
+    idx.save(out)
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,4 +1,9 @@
-"""Faiss indexes with a SQLite document store beside them (see index.dense_index)."""
+"""Faiss indexes with a SQLite document store beside them (see index.dense_index).
+
+`index.load(folder)` opens any index folder densekit wrote, whatever its kind.
+"""
 from index.dense_index import DenseIndex, SearchHit, load_index
 
-__all__ = ["DenseIndex", "SearchHit", "load_index"]
+load = load_index
+
+__all__ = ["DenseIndex", "SearchHit", "load", "load_index"]

@@ -1,0 +1,60 @@
+"""Cross-encoder reranker: a sentence-transformers `CrossEncoder` behind the `Reranker` interface.
+
+Any hub or local sequence-classification model with one output (e.g. the ms-marco MiniLM
+cross-encoders, or one densekit trained with `cross_trainer.py`) works. Scores are
+sigmoid(logit) in [0, 1], what sentence-transformers' CrossEncoder serves for one label.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from densekit.devices import resolve_device, resolve_dtype
+from densekit.errors import ModelLoadError
+
+DEFAULT_MAX_LENGTH = 512
+
+
+class CrossEncoderReranker:
+    kind = "cross-encoder"
+
+    def __init__(self, model, name: str, batch_size: int = 32):
+        self.model = model  # sentence_transformers.CrossEncoder
+        self.name = name
+        self.batch_size = batch_size
+        self.max_length = int(model.max_seq_length or DEFAULT_MAX_LENGTH)
+
+    @classmethod
+    def load(cls, name_or_path: str, device: str | None = "auto", dtype: str | None = "auto", max_length: int | None = None) -> "CrossEncoderReranker":
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        dev = resolve_device(device)
+        dt = resolve_dtype(dev, dtype)
+        path = Path(name_or_path).expanduser()
+        src = str(path) if path.exists() else name_or_path
+        try:
+            model = CrossEncoder(src, device=dev, max_length=max_length, model_kwargs={"dtype": getattr(torch, dt)})
+        except Exception as exc:  # missing files, offline hub, wrong architecture
+            raise ModelLoadError(f"cannot load cross-encoder '{name_or_path}': {exc}") from None
+        if model.num_labels != 1:
+            raise ModelLoadError(f"cross-encoder '{name_or_path}' has {model.num_labels} labels; a reranker needs 1")
+        if max_length is None and not model.max_seq_length:
+            model.max_seq_length = DEFAULT_MAX_LENGTH
+        model.eval()
+        return cls(model, name=name_or_path)
+
+    def score(self, query: str, documents: list[str], batch_size: int | None = None) -> list[float]:
+        if not documents:
+            return []
+        scores = self.model.predict(
+            [(query, d) for d in documents],
+            batch_size=batch_size or self.batch_size,
+            show_progress_bar=False,
+            convert_to_numpy=True,
+        )
+        return [float(s) for s in scores]
+
+    def count_tokens(self, query: str, documents: list[str]) -> list[int]:
+        tok = self.model.tokenizer
+        enc = tok([query] * len(documents), documents, truncation=True, max_length=self.max_length)
+        return [len(ids) for ids in enc["input_ids"]]

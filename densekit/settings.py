@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     dtype: str = Field(default="auto", description="auto (fp32 on CPU, bf16/fp16 on CUDA), float32, float16, bfloat16")
     batch_size: int = Field(default=64, ge=1, description="encoder batch size for offline encoding")
+    faiss_device: str = Field(default="auto", description="where faiss searches: auto (GPU when the models run on CUDA and faiss has GPU support), cpu or gpu")
 
     # Service
     index_dir: Path | None = Field(default=None, description="index folder the server loads")

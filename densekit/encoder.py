@@ -52,7 +52,8 @@ class Encoder:
             self.model = SentenceTransformer(self.path, device=self.device)
         except Exception as exc:  # hub/IO errors come in many types; report them as one
             raise ModelLoadError(f"cannot load bi-encoder '{self.name}': {exc}") from exc
-        torch_dtype = resolve_dtype(self.device, dtype)
+        # The checkpoint's own dtype and architecture steer 'auto' (fp16/bf16 on CUDA, fp32 on CPU).
+        torch_dtype = resolve_dtype(self.device, dtype, model=self.model)
         if torch_dtype != "float32":
             import torch
 

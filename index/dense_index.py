@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import shutil
 import threading
 import time
@@ -45,6 +46,10 @@ class DenseIndex:
         self.folder = folder
         self._row_to_id = docstore.row_to_id()
         self._lock = threading.RLock()
+        # GPU copy that serves searches (to_device); the CPU index stays the one updated and saved.
+        self._gpu = None
+        self._gpu_request: tuple[str | None, str] | None = None
+        self._gpu_stale = False
 
     # ---- construction -------------------------------------------------------------
     @classmethod
@@ -155,7 +160,7 @@ class DenseIndex:
         sp = faiss_kinds.search_parameters(self.faiss, merged)
         k = min(top_k, max(1, len(self)))
         with self._lock:
-            scores, rows = self.faiss.search(queries, k, params=sp) if sp is not None else self.faiss.search(queries, k)
+            scores, rows = self._faiss_search(queries, k, sp)
             row_to_id = self._row_to_id
         out: list[list[SearchHit]] = []
         for srow, rrow in zip(scores, rows):
@@ -165,6 +170,38 @@ class DenseIndex:
 
     def documents(self, rows: list[int]) -> dict[int, dict]:
         return self.docstore.get_by_rows(rows)
+
+    # ---- GPU search (issue 8) -------------------------------------------------------
+    def to_device(self, faiss_device: str | None = "auto", device: str = "cpu") -> str:
+        """Search from a GPU copy of the faiss index when `faiss_device` ('auto', 'cpu',
+        'gpu') and the models' `device` allow it (densekit.devices.place_index decides).
+        Returns where searches run: 'cpu' or 'cuda:N[,M...]'."""
+        from densekit.devices import place_index
+
+        with self._lock:
+            self._gpu = place_index(self.faiss, faiss_device, device)
+            self._gpu_request = (faiss_device, device) if self._gpu is not None else None
+            self._gpu_stale = False
+            return self._gpu.device if self._gpu is not None else "cpu"
+
+    @property
+    def search_device(self) -> str:
+        return self._gpu.device if self._gpu is not None else "cpu"
+
+    def _faiss_search(self, queries: np.ndarray, k: int, sp):
+        """Search the GPU copy when there is one (cloned again after updates), else the CPU index."""
+        if self._gpu_stale and self._gpu_request is not None:
+            from densekit.devices import place_index
+
+            self._gpu = place_index(self.faiss, *self._gpu_request)
+            self._gpu_stale = False
+        if self._gpu is not None:
+            try:
+                return self._gpu.index.search(queries, k, params=sp) if sp is not None else self._gpu.index.search(queries, k)
+            except RuntimeError as exc:  # search parameters a GPU index does not take
+                logging.getLogger(__name__).warning("GPU search failed, searching on the CPU from now on: %s", str(exc).splitlines()[0] if str(exc) else exc)
+                self._gpu, self._gpu_request = None, None
+        return self.faiss.search(queries, k, params=sp) if sp is not None else self.faiss.search(queries, k)
 
     # ---- updates ------------------------------------------------------------------
     def upsert(self, docs: list[dict], vectors: np.ndarray) -> None:
@@ -186,6 +223,7 @@ class DenseIndex:
             for r, d in zip(rows, docs):
                 self._row_to_id[r] = d["id"]
             self.manifest.doc_count = int(self.faiss.ntotal)
+            self._gpu_stale = self._gpu_request is not None
 
     def remove(self, doc_ids: list[str]) -> int:
         with self._lock:
@@ -197,6 +235,7 @@ class DenseIndex:
             for r in rows.values():
                 self._row_to_id.pop(r, None)
             self.manifest.doc_count = int(self.faiss.ntotal)
+            self._gpu_stale = self._gpu_request is not None
             return len(rows)
 
 

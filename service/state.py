@@ -40,4 +40,6 @@ def load_state(settings: Settings) -> ServiceState:
         from densekit.errors import IndexMismatchError
 
         raise IndexMismatchError(f"encoder dim {state.encoder.dim} != index dim {state.index.dim}")
+    if state.index is not None:  # GPU copy for search when faiss has GPU support (settings.faiss_device)
+        state.index.to_device(settings.faiss_device, state.encoder.device)
     return state

@@ -53,6 +53,7 @@ def evaluate(
         t1 = time.perf_counter()
         idx = build_from_corpus(enc, ds.corpus)
         timings["encode_corpus_and_build_s"] = time.perf_counter() - t1
+    idx.to_device(s.faiss_device, enc.device)  # searched on the GPU when faiss has GPU support
     outcome = evaluate_index(idx, enc, ds, top_k=top_k, ignore_identical_ids=ignore_identical_ids, auc_negatives=auc_negatives)
     timings.update(outcome.timings)
     info = {

@@ -65,10 +65,10 @@ def test_uvicorn_serves_scifact_search(scifact_index_dir):
             time.sleep(0.5)
         else:
             pytest.fail("server did not become ready in 180 s")
-        r = httpx.post(f"{base}/search", json={"query": "0-dimensional biomaterials show inductive properties.", "top_k": 5}, timeout=30)
+        r = httpx.post(f"{base}/search", json={"query": "0-dimensional biomaterials show inductive properties.", "top_k": 10}, timeout=30)
         assert r.status_code == 200, r.text
         hits = r.json()["hits"]
-        assert len(hits) == 5 and all(h["text"] for h in hits)
+        assert len(hits) == 10 and all(h["text"] for h in hits)
         # SciFact test query 1's judged document.
         assert "31715818" in [h["id"] for h in hits]
         bad = httpx.post(f"{base}/search", json={"query": "", "top_k": 5}, timeout=30)

@@ -26,15 +26,27 @@ def cache_root() -> Path | None:
 
 
 def _model_fingerprint(path: str) -> str:
+    """Identify model weights by content, not location, so a reinstall or a copy of the same
+    model hits the cache: config files in full, weight files by size plus their first and
+    last MiB (hashing whole multi-GB files would cost seconds per load)."""
     p = Path(path)
     if not p.exists():
         return path  # hub name: its revision is the best we know
-    parts = [str(p.resolve())]
+    h = hashlib.sha256()
     for f in sorted(p.rglob("*")):
-        if f.is_file() and f.suffix in (".safetensors", ".bin", ".json"):
-            st = f.stat()
-            parts.append(f"{f.relative_to(p)}:{st.st_size}:{int(st.st_mtime)}")
-    return "|".join(parts)
+        if not f.is_file() or f.name.startswith("."):
+            continue
+        rel = str(f.relative_to(p))
+        if f.suffix == ".json":
+            h.update(rel.encode() + f.read_bytes())
+        elif f.suffix in (".safetensors", ".bin", ".pt"):
+            size = f.stat().st_size
+            h.update(f"{rel}:{size}".encode())
+            with f.open("rb") as fh:
+                h.update(fh.read(1 << 20))
+                fh.seek(max(0, size - (1 << 20)))
+                h.update(fh.read(1 << 20))
+    return h.hexdigest()
 
 
 def cache_key(encoder, texts: Sequence[str]) -> str:

@@ -1,0 +1,122 @@
+"""The `densekit train reranker` run config (YAML -> pydantic).
+
+Example (an SFT-trained SmolLM2 with LoRA)::
+
+    kind: llm                  # llm or cross-encoder
+    model: smollm2             # base: hub name, folder, .gguf, or "smollm2"
+    output_dir: runs/rerank/smollm2-sft
+    seed: 0
+    objective: sft             # llm: sft (yes/no CE) or cl (group softmax); cross-encoder: bce
+    data:
+      beir: scifact            # training queries and positives from its qrels ...
+      beir_split: train        # ... of this split (never the split you evaluate on)
+      pairs: []                # and/or {query, pos, neg} JSONL files
+      max_queries: null
+    negatives:                 # per query: dense top-k minus judged positives, plus random ones
+      retriever: default       # bi-encoder used to mine
+      top_k: 30
+      hard: 3
+      random: 1
+    lora: {enabled: true, r: 16, alpha: 32, dropout: 0.05, target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}
+    train: {max_steps: 60, queries_per_batch: 2, learning_rate: 2.0e-4, warmup_ratio: 0.1, max_length: 256}
+    eval: {beir: scifact, split: test, run: runs/eval-scifact-base/run.trec, top_n: 20, max_queries: 50}
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RerankDataConfig(_Strict):
+    beir: str | None = Field(None, description="BEIR folder (or name under DENSEKIT_DATA_DIR) whose qrels give training queries and positives")
+    beir_split: str = Field("train", description="qrels split of `beir` to train on")
+    pairs: list[str] = Field(default_factory=list, description="{query, pos, neg} JSONL files (their negatives are used as given)")
+    max_queries: PositiveInt | None = Field(None, description="fixed random subset of this many BEIR training queries")
+    min_grade: int = Field(1, ge=1, description="qrels grade at or above which a document is a positive")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if not self.beir and not self.pairs:
+            raise ValueError("give at least one of data.beir or data.pairs")
+        return self
+
+
+class NegativesConfig(_Strict):
+    retriever: str = Field("default", description="bi-encoder that mines hard negatives (its top_k minus judged positives)")
+    top_k: PositiveInt = Field(30, description="dense ranks hard negatives are drawn from")
+    hard: int = Field(3, ge=0, le=64, description="hard negatives per query (random draw from the dense top_k)")
+    random: int = Field(1, ge=0, le=64, description="random corpus negatives per query, mixed in as the paper does")
+    reuse: str | None = Field(None, description="load this mined JSONL instead of mining again")
+
+    @model_validator(mode="after")
+    def _some(self):
+        if self.hard + self.random == 0:
+            raise ValueError("need at least one negative per query (hard + random > 0)")
+        return self
+
+
+class LoraConfig(_Strict):
+    enabled: bool = Field(True, description="train LoRA adapters (peft); false = full fine-tuning")
+    r: PositiveInt = 16
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+class RerankTrainConfig(_Strict):
+    max_steps: PositiveInt = Field(60, description="optimizer steps")
+    queries_per_batch: PositiveInt = Field(2, description="queries per step; each brings 1 positive + all its negatives")
+    grad_accum: PositiveInt = Field(1, description="micro-batches per optimizer step")
+    learning_rate: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(256, ge=32, le=8192, description="tokens per (prompt, document); the document is what gets cut")
+    temperature: float = Field(1.0, gt=0, description="cl: softmax temperature over z_yes")
+    sft_reduction: Literal["sum_docs", "mean_docs"] = Field("sum_docs", description="sft: sum (paper/DESIGN) or mean over a query's documents")
+    batch_size: PositiveInt = Field(16, description="cross-encoder: (query, document) pairs per batch")
+    logging_steps: PositiveInt = 5
+    device: str = Field("auto", description="auto, cpu, cuda")
+
+
+class RerankEvalConfig(_Strict):
+    beir: str | None = Field(None, description="BEIR folder or name to evaluate reranking on (None: no eval)")
+    split: str = "test"
+    run: str | None = Field(None, description="first-stage TREC run to rerank (default: dense retrieval with negatives.retriever)")
+    top_n: PositiveInt = Field(20, description="first-stage hits reranked per query")
+    max_queries: PositiveInt | None = Field(None, description="fixed subset of evaluation queries (the first N by sorted id)")
+    before: bool = Field(True, description="also evaluate the base model before training")
+    batch_size: PositiveInt = 8
+
+
+class RerankerRunConfig(_Strict):
+    kind: Literal["llm", "cross-encoder"] = "llm"
+    model: str | None = Field(None, description="base model: hub name, folder or .gguf file; default 'smollm2' (llm) or 'all-MiniLM-L6-v2' (cross-encoder)")
+    output_dir: str
+    seed: int = 0
+    objective: Literal["sft", "cl", "bce"] | None = Field(None, validate_default=True, description="llm: sft (default) or cl; cross-encoder: bce (default)")
+    instruction: str | None = Field(None, description="llm: task instruction in the prompt (default: a generic relevance one)")
+    data: RerankDataConfig
+    negatives: NegativesConfig = Field(default_factory=NegativesConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    train: RerankTrainConfig = Field(default_factory=RerankTrainConfig)
+    eval: RerankEvalConfig = Field(default_factory=RerankEvalConfig)
+
+    def base_model(self) -> str:
+        return self.model or ("smollm2" if self.kind == "llm" else "all-MiniLM-L6-v2")
+
+    @field_validator("objective")
+    @classmethod
+    def _objective_fits_kind(cls, v, info: ValidationInfo):
+        kind = info.data.get("kind", "llm")
+        if v is None:
+            return "sft" if kind == "llm" else "bce"
+        if kind == "llm" and v not in ("sft", "cl"):
+            raise ValueError(f"'{v}' is for cross-encoders; an llm reranker trains with sft or cl")
+        if kind == "cross-encoder" and v != "bce":
+            raise ValueError(f"'{v}' is for llm rerankers; a cross-encoder trains with bce")
+        return v

@@ -1,0 +1,67 @@
+"""Train a BERT-style cross-encoder with sentence-transformers' CrossEncoder trainer.
+
+No cross-encoder weights ship offline, so densekit trains its own from the packaged
+all-MiniLM-L6-v2 encoder (a fresh 1-logit classification head on top), on the same mined
+groups the LLM rerankers use, each (query, document) a row labelled 1 or 0, with
+binary cross-entropy (sentence-transformers' `BinaryCrossEntropyLoss`, its recommended
+loss for hard-negative pointwise data).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Callable
+
+from training.rerank.config import RerankerRunConfig
+from training.rerank.train_data import RerankGroup
+
+
+def _rows(groups: list[RerankGroup], num_neg: int, seed: int) -> dict[str, list]:
+    rng = random.Random(seed)
+    q, d, y = [], [], []
+    for i, g in enumerate(groups):
+        pos, negs = g.sample(i, num_neg, rng)
+        for text, label in [(pos, 1.0)] + [(n, 0.0) for n in negs]:
+            q.append(g.query)
+            d.append(text)
+            y.append(label)
+    return {"query": q, "document": d, "label": y}
+
+
+def train_cross_encoder(cfg: RerankerRunConfig, groups: list[RerankGroup], model_dir: Path, log: Callable[[str], None] = print, progress: bool = True) -> list[dict]:
+    import torch
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    from densekit.devices import resolve_device
+    from densekit.models import resolve_encoder_name
+
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.train.device)
+    model = CrossEncoder(resolve_encoder_name(cfg.base_model()), num_labels=1, max_length=cfg.train.max_length, device=device)
+    num_neg = cfg.negatives.hard + cfg.negatives.random
+    rows = _rows(groups, num_neg, cfg.seed)
+    train_ds = Dataset.from_dict(rows)
+    log(f"cross-encoder rows: {len(train_ds)} ({sum(rows['label']):.0f} positive), {num_neg} negatives per positive")
+    # Positives are 1 in 1 + num_neg rows: weigh them up so both classes pull equally.
+    loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(num_neg)))
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(model_dir.parent / "trainer-tmp"),
+        max_steps=cfg.train.max_steps,
+        per_device_train_batch_size=cfg.train.batch_size,
+        learning_rate=cfg.train.learning_rate,
+        weight_decay=cfg.train.weight_decay,
+        warmup_ratio=cfg.train.warmup_ratio,
+        logging_steps=cfg.train.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        disable_tqdm=not progress,
+        use_cpu=device == "cpu",
+        dataloader_num_workers=0,
+    )
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train_ds, loss=loss)
+    trainer.train()
+    model.save(str(model_dir))
+    return list(trainer.state.log_history)

@@ -1,0 +1,131 @@
+"""One `densekit train reranker` run: config -> mined groups -> eval before -> train -> eval after.
+
+Writes into `output_dir`: resolved_config.yaml, mined.jsonl (the training groups, so
+another objective can reuse the same negatives), train.log, training_log.jsonl,
+loss_curve.png, model/ (what `load_reranker` reads), eval_before/ and eval_after/
+(both stages' metrics, reranked run), and summary.json.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from densekit.atomic import write_json_atomic
+from densekit.errors import ConfigError
+from training.rerank.config import RerankerRunConfig
+
+
+def _eval_first_stage(cfg: RerankerRunConfig, ds, progress: bool):
+    """The run to rerank: the configured TREC file, else dense retrieval with the retriever."""
+    if cfg.eval.run:
+        from eval.trec import read_run
+
+        return read_run(cfg.eval.run)
+    from densekit.encoder import Encoder
+    from densekit.models import resolve_encoder_name
+    from eval.evaluate import retrieve
+    from index.dense_index import build_from_corpus
+
+    enc = Encoder(resolve_encoder_name(cfg.negatives.retriever), device=cfg.train.device)
+    idx = build_from_corpus(enc, ds.corpus, progress=progress)
+    run, _, _ = retrieve(idx, enc, {q: ds.queries[q] for q in ds.qrels if q in ds.queries}, top_k=max(cfg.eval.top_n, 100))
+    return run
+
+
+def check_paths(cfg: RerankerRunConfig, resolve_data: Callable[[str], Path]) -> None:
+    """Fail before any work when a path the config names does not exist."""
+    for name in ([cfg.data.beir] if cfg.data.beir else []):
+        try:
+            resolve_data(name)
+        except Exception as exc:
+            raise ConfigError("data.beir", str(exc)) from None
+    for i, f in enumerate(cfg.data.pairs):
+        if not Path(f).is_file():
+            raise ConfigError(f"data.pairs.{i}", f"file not found: {f}")
+    if cfg.negatives.reuse and not Path(cfg.negatives.reuse).is_file():
+        raise ConfigError("negatives.reuse", f"file not found: {cfg.negatives.reuse}")
+    if cfg.eval.beir:
+        try:
+            resolve_data(cfg.eval.beir)
+        except Exception as exc:
+            raise ConfigError("eval.beir", str(exc)) from None
+    if cfg.eval.run and not Path(cfg.eval.run).is_file():
+        raise ConfigError("eval.run", f"file not found: {cfg.eval.run}")
+    if cfg.data.beir and cfg.eval.beir and cfg.data.beir == cfg.eval.beir and cfg.data.beir_split == cfg.eval.split:
+        raise ConfigError("eval.split", f"evaluating on the training split '{cfg.eval.split}' of {cfg.eval.beir}")
+
+
+def run_eval(cfg: RerankerRunConfig, reranker, ds, first_stage, out: Path, progress: bool) -> dict[str, Any]:
+    from eval.rerank import evaluate_rerank, headline, write_rerank_report
+
+    outcome = evaluate_rerank(reranker, ds, first_stage, top_n=cfg.eval.top_n, max_queries=cfg.eval.max_queries, batch_size=cfg.eval.batch_size, progress=progress)
+    write_rerank_report(out, outcome)
+    return {"first_stage": headline(outcome.first_stage), "reranked": headline(outcome.reranked), **outcome.info}
+
+
+def train_reranker(cfg: RerankerRunConfig, resolve_data: Callable[[str], Path], log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+    from training.curves import plot_loss_curve, write_training_log
+    from training.rerank.base import load_reranker
+    from training.run_config import write_resolved_config
+    from training.rerank.train_data import load_groups
+
+    check_paths(cfg, resolve_data)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(cfg, out, {"command": "densekit train reranker"})
+    logfile = (out / "train.log").open("a", encoding="utf-8")
+
+    def _log(msg: str) -> None:
+        logfile.write(f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} {msg}\n")
+        logfile.flush()
+        log(msg)
+
+    summary: dict[str, Any] = {"kind": cfg.kind, "objective": cfg.objective, "base_model": cfg.base_model()}
+    t0 = time.perf_counter()
+    groups, mined = load_groups(cfg, out, resolve_data, progress=progress)
+    if not groups:
+        raise ConfigError("data", "no training group has both a positive and a negative")
+    summary["training_queries"] = len(groups)
+    summary["mine_s"] = round(time.perf_counter() - t0, 2)
+    _log(f"{len(groups)} training groups ({'mined to ' + str(mined) if mined else 'given'})")
+
+    ds = first = None
+    if cfg.eval.beir:
+        from densekit.data import load_beir
+
+        ds = load_beir(resolve_data(cfg.eval.beir), cfg.eval.split)
+        first = _eval_first_stage(cfg, ds, progress)
+        if cfg.eval.before:
+            base = load_reranker(cfg.base_model(), kind=cfg.kind, device=cfg.train.device, max_length=cfg.train.max_length)
+            summary["eval_before"] = run_eval(cfg, base, ds, first, out / "eval_before", progress)
+            _log("eval before: " + json.dumps(summary["eval_before"]))
+            del base
+
+    model_dir = out / "model"
+    t1 = time.perf_counter()
+    if cfg.kind == "llm":
+        from training.rerank.llm_trainer import train_llm_reranker
+
+        history = train_llm_reranker(cfg, groups, model_dir, log=_log, progress=progress)
+    else:
+        from training.rerank.cross_trainer import train_cross_encoder
+
+        history = train_cross_encoder(cfg, groups, model_dir, log=_log, progress=progress)
+    summary["train_s"] = round(time.perf_counter() - t1, 2)
+    summary["steps"] = cfg.train.max_steps
+    write_training_log(history, out / "training_log.jsonl")
+    plot_loss_curve(history, out / "loss_curve.png", title=f"{cfg.kind} reranker, {cfg.objective} loss")
+    _log(f"trained in {summary['train_s']} s -> {model_dir}")
+
+    if ds is not None:
+        trained = load_reranker(str(model_dir), kind=cfg.kind, device=cfg.train.device)
+        summary["eval_after"] = run_eval(cfg, trained, ds, first, out / "eval_after", progress)
+        _log("eval after: " + json.dumps(summary["eval_after"]))
+    summary["model_dir"] = str(model_dir)
+    summary["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    write_json_atomic(out / "summary.json", summary)
+    logfile.close()
+    return summary

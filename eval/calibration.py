@@ -1,0 +1,58 @@
+"""Score calibration for the AUC story: where should a RAG pipeline cut to say "no good
+document"?
+
+On the pooled pairs of the global AUC (every judged-relevant document's score against the
+top-N retrieved non-relevant documents of every query), precision(t) is the share of
+relevant pairs among the pairs scoring at least t. The threshold that keeps a chosen
+precision is the lowest t whose precision reaches it (so recall is as high as it can be);
+it is an estimate from judged data, and only as good as the judgements are complete.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass
+class Calibration:
+    target_precision: float
+    threshold: float | None  # None: no cut reaches the target
+    precision: float | None
+    recall: float | None  # share of relevant pairs at or above the threshold
+    negatives_kept: float | None  # share of negatives at or above the threshold
+    n_pos: int
+    n_neg: int
+    pos_mean: float
+    neg_mean: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def threshold_for_precision(pos: np.ndarray, neg: np.ndarray, target: float = 0.9) -> Calibration:
+    pos = np.asarray(pos, dtype=np.float64)
+    neg = np.asarray(neg, dtype=np.float64)
+    base = dict(target_precision=target, n_pos=len(pos), n_neg=len(neg),
+                pos_mean=float(pos.mean()) if len(pos) else math.nan, neg_mean=float(neg.mean()) if len(neg) else math.nan)
+    if len(pos) == 0:
+        return Calibration(threshold=None, precision=None, recall=None, negatives_kept=None, **base)
+    # Candidate cuts are the distinct scores; counting ">= t" with sorted arrays is O(n log n).
+    cuts = np.unique(np.concatenate([pos, neg]))[::-1]  # descending: precision is read as t falls
+    pos_sorted = np.sort(pos)
+    neg_sorted = np.sort(neg)
+    tp = len(pos) - np.searchsorted(pos_sorted, cuts, side="left")
+    fp = len(neg) - np.searchsorted(neg_sorted, cuts, side="left")
+    precision = tp / np.maximum(tp + fp, 1)
+    ok = np.nonzero((precision >= target) & (tp > 0))[0]
+    if len(ok) == 0:
+        return Calibration(threshold=None, precision=None, recall=None, negatives_kept=None, **base)
+    i = ok[-1]  # the lowest qualifying cut keeps the most relevant documents
+    return Calibration(
+        threshold=float(cuts[i]),
+        precision=float(precision[i]),
+        recall=float(tp[i] / len(pos)),
+        negatives_kept=float(fp[i] / len(neg)) if len(neg) else 0.0,
+        **base,
+    )

@@ -1,0 +1,214 @@
+"""The multi-dataset report: suite.json (every number), report.md (a table per dataset, the
+average over datasets, paired tests, calibration, plots) and a long per-query CSV."""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from densekit.atomic import write_json_atomic, write_text_atomic
+from eval.report import HEADLINE
+from eval.significance import compare_paired
+
+
+def _clean(v: Any) -> Any:
+    """JSON has no NaN: write null."""
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def average_metrics(cells: dict[str, dict[str, Any]], config: str) -> tuple[dict[str, float], int]:
+    """Unweighted mean over the datasets a configuration ran on (each dataset counts once, as
+    BEIR and MTEB average)."""
+    rows = [cells[d][config].metrics for d in cells if config in cells[d]]
+    if not rows:
+        return {}, 0
+    keys = [k for k in rows[0] if all(k in r for r in rows)]
+    avg = {}
+    for k in keys:
+        vals = [r[k] for r in rows if isinstance(r[k], (int, float)) and not math.isnan(r[k])]
+        avg[k] = float(sum(vals) / len(vals)) if len(vals) == len(rows) else math.nan
+    return avg, len(rows)
+
+
+def per_query_long_csv(cells: dict[str, dict[str, Any]]) -> str:
+    cols = sorted({k for d in cells.values() for c in d.values() for row in c.per_query.values() for k in row})
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["dataset", "config", "qid", *cols])
+    for dname, by_cfg in cells.items():
+        for cname, cell in by_cfg.items():
+            for qid in sorted(cell.per_query):
+                row = cell.per_query[qid]
+                w.writerow([dname, cname, qid, *(f"{row.get(c, float('nan')):.6f}" for c in cols)])
+    return buf.getvalue()
+
+
+def significance_tests(cells, names: list[str], metric: str) -> dict[str, dict[str, dict]]:
+    """Each configuration against the first one, per dataset, on per-query `metric`."""
+    out: dict[str, dict[str, dict]] = {}
+    if len(names) < 2:
+        return out
+    base = names[0]
+    for dname, by_cfg in cells.items():
+        if base not in by_cfg:
+            continue
+        a = {q: v[metric] for q, v in by_cfg[base].per_query.items() if metric in v}
+        for cname in names[1:]:
+            if cname not in by_cfg:
+                continue
+            b = {q: v[metric] for q, v in by_cfg[cname].per_query.items() if metric in v}
+            if a and b:
+                out.setdefault(dname, {})[cname] = compare_paired(a, b, metric).to_dict()
+    return out
+
+
+def _plots(out: Path, cells, suite) -> dict[str, dict[str, Any]]:
+    from eval.plots import plot_calibration, plot_recall, plot_roc
+    from eval.suite import safe_name
+
+    written: dict[str, dict[str, Any]] = {}
+    pdir = out / "plots"
+    for dname, by_cfg in cells.items():
+        if not by_cfg:
+            continue
+        d = safe_name(dname)
+        entry: dict[str, Any] = {}
+        rocs = {c: (*cell.roc, cell.metrics.get("auc_global", math.nan)) for c, cell in by_cfg.items() if cell.roc is not None}
+        entry["roc"] = str(plot_roc(rocs, pdir / f"roc_{d}.png", f"{dname}: ROC over pooled pairs (global AUC)").relative_to(out))
+        recs = {c: cell.recall_curve for c, cell in by_cfg.items() if cell.recall_curve is not None}
+        entry["recall"] = str(plot_recall(recs, pdir / f"recall_{d}.png", f"{dname}: mean Recall@k").relative_to(out))
+        entry["calibration"] = {}
+        from eval.curves import pooled_scores
+
+        for c, cell in by_cfg.items():
+            p, n = pooled_scores(cell.pairs)
+            path = plot_calibration(p, n, pdir / f"calibration_{d}_{safe_name(c)}.png", f"{dname} / {c}: pooled scores", cell.calibration.threshold, suite.precision_target)
+            entry["calibration"][c] = str(path.relative_to(out))
+        written[dname] = entry
+    return written
+
+
+def write_suite_report(out: Path, suite, named, cells, counts: dict[str, dict], total_s: float) -> dict[str, Any]:
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    names = [n for n, _ in named]
+    sig = significance_tests(cells, names, suite.significance_metric)
+    plots = _plots(out, cells, suite) if suite.plots else {}
+    averages = {}
+    for n in names:
+        avg, k = average_metrics(cells, n)
+        if k:
+            averages[n] = {"datasets": k, "metrics": avg}
+    from eval.suite import safe_name
+
+    summary = {
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "total_s": round(total_s, 3),
+        "config": suite.model_dump(mode="json"),
+        "configurations": {n: c.model_dump(mode="json", exclude_none=True) for n, c in named},
+        "datasets": {
+            dname: {
+                **counts.get(dname, {}),
+                "results": {
+                    cname: {
+                        "metrics": cell.metrics,
+                        "first_stage": cell.first_stage,
+                        "calibration": cell.calibration.to_dict(),
+                        "info": {k: v for k, v in cell.info.items() if k != "timings_s"},
+                        "timings_s": {k: round(v, 3) for k, v in cell.timings.items()},
+                        "run_dir": f"runs/{safe_name(dname)}/{safe_name(cname)}",
+                    }
+                    for cname, cell in by_cfg.items()
+                },
+            }
+            for dname, by_cfg in cells.items()
+        },
+        "average": averages,
+        "significance": {"metric": suite.significance_metric, "baseline": names[0], "tests": sig},
+        "plots": plots,
+    }
+    write_json_atomic(out / "suite.json", _clean(summary))
+    write_text_atomic(out / "per_query.csv", per_query_long_csv(cells))
+    write_text_atomic(out / "config.yaml", yaml.safe_dump({**suite.model_dump(mode="json", exclude_none=True), "out": str(out)}, sort_keys=False))
+    write_text_atomic(out / "report.md", markdown_suite(summary, names))
+    return summary
+
+
+def markdown_suite(summary: dict[str, Any], names: list[str]) -> str:
+    datasets = summary["datasets"]
+    lines = ["# densekit evaluation suite", "", f"- **created**: {summary['created_at']} ({summary['total_s']:.0f} s)"]
+    for n in names:
+        lines.append(f"- **{n}**: {summary['configurations'][n]}")
+    # Overview: nDCG@10 per dataset and the average.
+    lines += ["", "## Overview: nDCG@10", "", "| configuration | " + " | ".join(datasets) + " | average |", "|---|" + "---|" * (len(datasets) + 1)]
+    for n in names:
+        cells = [_fmt(datasets[d]["results"][n]["metrics"].get("ndcg@10")) if n in datasets[d]["results"] else "-" for d in datasets]
+        avg = summary["average"].get(n, {}).get("metrics", {}).get("ndcg@10")
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {_fmt(avg)} |")
+    # One table per dataset.
+    for dname, d in datasets.items():
+        res = d["results"]
+        lines += ["", f"## {dname} ({d.get('split')}: {d.get('documents')} documents, {d.get('queries')} queries)", ""]
+        lines += ["| configuration | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
+        for n in names:
+            if n in res:
+                lines.append(f"| {n} | " + " | ".join(_fmt(res[n]["metrics"].get(k)) for k in HEADLINE) + " |")
+        staged = [n for n in names if n in res and res[n].get("first_stage")]
+        if staged:
+            lines += ["", "First stage of the reranked configurations:", "", "| configuration | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
+            for n in staged:
+                lines.append(f"| {n} (first stage) | " + " | ".join(_fmt(res[n]["first_stage"].get(k)) for k in HEADLINE) + " |")
+        present = [n for n in names if n in res]
+        all_keys = sorted({k for n in present for k in res[n]["metrics"]})
+        lines += ["", "<details><summary>all metrics</summary>", "", "| metric | " + " | ".join(present) + " |", "|---|" + "---|" * len(present)]
+        for k in all_keys:
+            lines.append(f"| {k} | " + " | ".join(_fmt(res[n]["metrics"].get(k)) for n in present) + " |")
+        lines += ["", "</details>"]
+        tests = summary["significance"]["tests"].get(dname, {})
+        if tests:
+            base = summary["significance"]["baseline"]
+            lines += ["", f"Paired tests on per-query {summary['significance']['metric']} against **{base}**:", ""]
+            lines += ["| configuration | B - A | Cohen's d | W/T/L | p (randomisation) | p (t-test) |", "|---|---|---|---|---|---|"]
+            for n, t in tests.items():
+                d_ = "-" if t["cohens_d"] is None else f"{t['cohens_d']:.3f}"
+                lines.append(f"| {n} | {t['mean_diff']:+.4f} | {d_} | {t['wins']}/{t['ties']}/{t['losses']} | {t['p_randomisation']:.4g} | {t['p_ttest']:.4g} |")
+        lines += ["", f"Calibration (pooled pairs; threshold keeping precision >= {summary['config']['precision_target']}):", ""]
+        lines += ["| configuration | threshold | precision | recall | relevant mean | non-relevant mean |", "|---|---|---|---|---|---|"]
+        for n in present:
+            c = res[n]["calibration"]
+            lines.append(f"| {n} | {_fmt(c['threshold'])} | {_fmt(c['precision'])} | {_fmt(c['recall'])} | {_fmt(c['pos_mean'])} | {_fmt(c['neg_mean'])} |")
+        p = summary.get("plots", {}).get(dname)
+        if p:
+            lines += ["", f"![ROC {dname}]({p['roc']}) ![Recall@k {dname}]({p['recall']})"]
+            lines += [" ".join(f"![calibration {dname} {n}]({path})" for n, path in p["calibration"].items())]
+    # The average over datasets.
+    lines += ["", "## Average over datasets", "", "| configuration | datasets | " + " | ".join(HEADLINE) + " |", "|---|---|" + "---|" * len(HEADLINE)]
+    for n in names:
+        a = summary["average"].get(n)
+        if a:
+            lines.append(f"| {n} | {a['datasets']} | " + " | ".join(_fmt(a["metrics"].get(k)) for k in HEADLINE) + " |")
+    if any(len(summary["average"].get(n, {}).get("metrics", {})) for n in names):
+        present = [n for n in names if n in summary["average"]]
+        keys = sorted({k for n in present for k in summary["average"][n]["metrics"]})
+        lines += ["", "<details><summary>all averaged metrics</summary>", "", "| metric | " + " | ".join(present) + " |", "|---|" + "---|" * len(present)]
+        for k in keys:
+            lines.append(f"| {k} | " + " | ".join(_fmt(summary["average"][n]["metrics"].get(k)) for n in present) + " |")
+        lines += ["", "</details>"]
+    lines += ["", "Per-run folders (run.trec, metrics.json, per_query.csv, report.md): `runs/<dataset>/<configuration>/`; per-query values of every run: `per_query.csv`."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,164 @@
+"""Multi-dataset x multi-configuration evaluation: the reports hold every number of every
+per-run metrics file; calibration, recall and ROC curves against independent references."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from densekit.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def cls_model_dir(tiny_st_model_dir, tmp_path_factory):
+    """A second tiny encoder (CLS pooling over the same BERT), so two configurations differ."""
+    from sentence_transformers import SentenceTransformer, models
+
+    word = models.Transformer(str(tiny_st_model_dir.parent / "bert"), max_seq_length=64)
+    pool = models.Pooling(word.get_embedding_dimension(), pooling_mode="cls")
+    out = tmp_path_factory.mktemp("tiny-cls") / "st"
+    SentenceTransformer(modules=[word, pool, models.Normalize()], device="cpu").save(str(out))
+    return out
+
+
+@pytest.fixture()
+def two_datasets(tiny_beir, tmp_path):
+    """tiny_beir and a variant with other judgements (so the two datasets' numbers differ)."""
+    other = tmp_path / "tiny2"
+    shutil.copytree(tiny_beir, other)
+    (other / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td6\t1\nq1\td3\t2\nq2\td4\t1\nq3\td1\t1\nq3\td2\t1\n")
+    return tiny_beir, other
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4f}"
+
+
+def test_two_datasets_two_configurations_report_every_number(two_datasets, tiny_st_model_dir, cls_model_dir, tmp_path):
+    d1, d2 = two_datasets
+    out = tmp_path / "suite"
+    r = runner.invoke(app, ["eval", "--data", str(d1), "--data", str(d2), "--model", str(tiny_st_model_dir), "--model", str(cls_model_dir), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    suite = json.loads((out / "suite.json").read_text())
+    report = (out / "report.md").read_text()
+    names = list(suite["configurations"])
+    assert len(names) == 2 and set(suite["datasets"]) == {"tiny", "tiny2"}
+    long_rows = list(csv.DictReader((out / "per_query.csv").open()))
+    differs = False
+    for dname, d in suite["datasets"].items():
+        section = report.split(f"## {dname} (")[1].split("\n## ")[0]
+        table = section.split("<summary>all metrics</summary>")[1].split("</details>")[0].strip().splitlines()
+        header = [c.strip() for c in table[0].strip("|").split("|")]
+        all_metrics = {}
+        for line in table[2:]:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            all_metrics[cells[0]] = dict(zip(header[1:], cells[1:]))
+        for cname in names:
+            cell = d["results"][cname]
+            run_dir = out / cell["run_dir"]
+            per_run = json.loads((run_dir / "metrics.json").read_text())
+            assert per_run["dataset"] == dname and per_run["config"] == cname
+            assert per_run["metrics"], "empty per-run metrics"
+            for k, v in per_run["metrics"].items():
+                # suite.json holds the very number; report.md shows it (all-metrics table).
+                assert cell["metrics"][k] == v, (dname, cname, k)
+                assert all_metrics[k][cname] == _fmt(v), (dname, cname, k)
+            # The long per-query CSV holds each run's per-query file row for row.
+            own = {row["qid"]: row for row in csv.DictReader((run_dir / "per_query.csv").open())}
+            mine = {row["qid"]: row for row in long_rows if row["dataset"] == dname and row["config"] == cname}
+            assert own.keys() == mine.keys() and own
+            for qid, row in own.items():
+                for col, val in row.items():
+                    if col != "qid":
+                        assert mine[qid][col] == val
+            assert (run_dir / "run.trec").is_file() and (run_dir / "report.md").is_file()
+        a, b = (d["results"][n]["metrics"] for n in names)
+        differs |= a != b
+    assert differs, "the two configurations should not give identical numbers"
+    # The average is the unweighted mean over datasets, in JSON and in the Markdown.
+    avg_section = report.split("## Average over datasets")[1]
+    for cname in names:
+        for k in ("ndcg@10", "recall@100", "auc_global"):
+            expect = np.mean([suite["datasets"][dn]["results"][cname]["metrics"][k] for dn in suite["datasets"]])
+            assert suite["average"][cname]["metrics"][k] == pytest.approx(expect, abs=1e-12)
+            assert _fmt(expect) in avg_section
+    # Paired test of the second configuration against the first, and the plots.
+    assert set(suite["significance"]["tests"]["tiny"]) == {names[1]}
+    for dname in ("tiny", "tiny2"):
+        for key in ("roc", "recall"):
+            png = out / suite["plots"][dname][key]
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert len(suite["plots"][dname]["calibration"]) == 2
+    assert (out / "config.yaml").is_file()
+
+
+def test_yaml_config_and_bad_field(tiny_beir, tiny_st_model_dir, tmp_path):
+    import yaml
+
+    ix = tmp_path / "ix"
+    assert runner.invoke(app, ["index", "build", "--data", str(tiny_beir), "--model", str(tiny_st_model_dir), "--out", str(ix)]).exit_code == 0
+    cfg = {
+        "datasets": [{"name": str(tiny_beir), "label": "tiny"}],
+        "configurations": [{"name": "encode", "model": str(tiny_st_model_dir)}, {"name": "prebuilt", "index": {"tiny": str(ix)}}],
+        "plots": False,
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
+    r = runner.invoke(app, ["eval", "--config", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "o" / "suite.json").read_text())["datasets"]["tiny"]["results"]
+    # A prebuilt index of the same model gives the same numbers as encoding the corpus.
+    assert res["encode"]["metrics"]["ndcg@10"] == pytest.approx(res["prebuilt"]["metrics"]["ndcg@10"], abs=1e-6)
+    assert not (tmp_path / "o" / "plots").exists()
+    # A bad field fails before any work, naming the field.
+    cfg["configurations"][1]["index"] = {"tiny": str(tmp_path / "missing")}
+    cfg["top_k"] = 10
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    r = runner.invoke(app, ["eval", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o2")])
+    assert r.exit_code != 0 and "configurations.1.index" in str(r.exception)
+    assert not (tmp_path / "o2").exists()
+    cfg["configurations"][1] = {"name": "x", "modle": "typo"}
+    (tmp_path / "bad2.yaml").write_text(yaml.safe_dump(cfg))
+    r = runner.invoke(app, ["eval", "--config", str(tmp_path / "bad2.yaml"), "--out", str(tmp_path / "o3")])
+    assert "configurations.1.modle" in str(r.exception)
+
+
+def test_calibration_threshold_known_answer():
+    from eval.calibration import threshold_for_precision
+
+    pos, neg = np.array([0.9, 0.8, 0.7]), np.array([0.85, 0.6, 0.5])
+    # precision at t = .9 .85 .8 .7 .6 .5 -> 1, 1/2, 2/3, 3/4, 3/5, 1/2
+    c = threshold_for_precision(pos, neg, 0.7)
+    assert c.threshold == 0.7 and c.precision == 0.75 and c.recall == 1.0 and c.negatives_kept == pytest.approx(1 / 3)
+    c = threshold_for_precision(pos, neg, 0.8)
+    assert c.threshold == 0.9 and c.recall == pytest.approx(1 / 3)
+    assert threshold_for_precision(np.array([0.1]), np.array([0.5, 0.9]), 0.9).threshold is None
+
+
+def test_recall_curve_and_roc_match_references():
+    import pytrec_eval
+    from sklearn.metrics import roc_auc_score
+
+    from eval.auc import auc_metrics, collect_pairs
+    from eval.curves import pooled_scores, recall_curve, roc_points
+
+    rng = np.random.default_rng(0)
+    qrels = {f"q{i}": {f"d{j}": int(rng.integers(0, 3)) for j in rng.choice(60, 6, replace=False)} for i in range(15)}
+    run = {q: {f"d{j}": float(rng.random()) for j in range(60)} for q in qrels}
+    ks, rec = recall_curve(qrels, run, 60)
+    ref = pytrec_eval.RelevanceEvaluator(qrels, {"recall.1,5,10,30,60"}).evaluate(run)
+    for k in (1, 5, 10, 30, 60):
+        with_rel = [q for q in qrels if any(g > 0 for g in qrels[q].values())]
+        assert rec[k - 1] == pytest.approx(np.mean([ref[q][f"recall_{k}"] for q in with_rel]), abs=1e-9)
+    pairs = collect_pairs(qrels, run, None, 20)
+    pos, neg = pooled_scores(pairs)
+    fpr, tpr = roc_points(pos, neg)
+    auc_global, _, _ = auc_metrics(pairs)
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    assert np.trapezoid(tpr, fpr) == pytest.approx(auc_global, abs=1e-9)
+    assert auc_global == pytest.approx(roc_auc_score(y, np.r_[pos, neg]), abs=1e-9)

@@ -1,0 +1,114 @@
+"""Paired significance tests on constructed runs with known answers, and `densekit eval compare`."""
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from densekit.cli.main import app
+from eval.significance import compare_paired, paired_ttest, randomisation_test
+
+runner = CliRunner()
+
+
+def test_identical_runs_give_p_one():
+    rng = np.random.default_rng(0)
+    a = {f"q{i}": float(v) for i, v in enumerate(rng.random(50))}
+    t = compare_paired(a, dict(a))
+    assert t.p_randomisation == 1.0
+    assert t.p_ttest == 1.0
+    assert t.mean_diff == 0.0 and t.ties == 50 and t.wins == t.losses == 0
+
+
+def test_better_on_every_query_gives_small_p():
+    rng = np.random.default_rng(1)
+    base = rng.random(40) * 0.5
+    a = {f"q{i}": float(v) for i, v in enumerate(base)}
+    b = {f"q{i}": float(v + 0.05 + 0.1 * rng.random()) for i, v in enumerate(base)}
+    t = compare_paired(a, b, n_permutations=5000)
+    assert t.wins == 40 and t.losses == 0
+    # 40 positive differences: no random sign pattern of 5000 reaches the observed mean.
+    assert t.p_randomisation == pytest.approx(1 / 5001)
+    assert t.p_ttest < 1e-6
+    assert t.mean_diff > 0 and t.cohens_d > 1 and t.ci95_low > 0
+
+
+def test_symmetric_differences_are_not_significant():
+    a = {f"q{i}": 0.5 for i in range(20)}
+    b = {f"q{i}": 0.5 + (0.1 if i % 2 else -0.1) for i in range(20)}
+    t = compare_paired(a, b)
+    assert t.mean_diff == pytest.approx(0.0, abs=1e-12)
+    assert t.p_randomisation > 0.9 and t.p_ttest > 0.9
+
+
+def test_exact_enumeration_matches_brute_force():
+    diff = np.array([0.3, 0.1, -0.05, 0.2, 0.15, -0.1, 0.25])
+    a = np.zeros_like(diff)
+    p, n, exact = randomisation_test(a, diff, n_permutations=10_000)
+    assert exact and n == 2 ** len(diff)
+    observed = abs(diff.mean())
+    count = sum(abs(np.mean(np.array(s) * diff)) >= observed - 1e-12 for s in itertools.product([-1, 1], repeat=len(diff)))
+    assert p == pytest.approx(count / 2 ** len(diff))
+
+
+def test_sampled_test_agrees_with_exact_one():
+    rng = np.random.default_rng(3)
+    diff = rng.normal(0.05, 0.2, size=14)
+    p_exact, _, exact = randomisation_test(np.zeros(14), diff, n_permutations=20_000)
+    assert exact
+    p_sampled, _, sampled_exact = randomisation_test(np.zeros(14), diff, n_permutations=4000)
+    assert not sampled_exact
+    assert p_sampled == pytest.approx(p_exact, abs=0.03)
+
+
+def test_ttest_matches_scipy():
+    from scipy import stats
+
+    rng = np.random.default_rng(4)
+    a, b = rng.random(30), rng.random(30)
+    p, t = paired_ttest(a, b)
+    ref = stats.ttest_rel(b, a)
+    assert p == pytest.approx(ref.pvalue) and t == pytest.approx(ref.statistic)
+
+
+def _write_csv(path, values: dict[str, float], metric="ndcg@10"):
+    path.write_text("qid," + metric + ",recall@100\n" + "".join(f"{q},{v:.6f},{min(1.0, v + 0.1):.6f}\n" for q, v in values.items()))
+
+
+def test_cli_compare_csv_and_json(tmp_path):
+    rng = np.random.default_rng(5)
+    a = {f"q{i}": float(v) for i, v in enumerate(rng.random(30) * 0.6)}
+    b = {q: v + 0.2 for q, v in a.items()}
+    _write_csv(tmp_path / "a.csv", a)
+    _write_csv(tmp_path / "b.csv", b)
+    out = tmp_path / "cmp.json"
+    r = runner.invoke(app, ["eval", "compare", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "-m", "ndcg@10", "-m", "recall@100", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "p (randomisation)" in r.stdout and "ndcg@10*" in r.stdout
+    tests = json.loads(out.read_text())["tests"]
+    assert [t["metric"] for t in tests] == ["ndcg@10", "recall@100"]
+    assert tests[0]["mean_diff"] == pytest.approx(0.2, abs=1e-6) and tests[0]["p_ttest"] < 1e-6
+    r = runner.invoke(app, ["eval", "compare", str(tmp_path / "a.csv"), str(tmp_path / "a.csv")])
+    assert r.exit_code == 0 and "| 1.0000 (" in r.stdout
+
+
+def test_cli_compare_trec_runs_with_qrels(tmp_path):
+    from eval.trec import write_run
+
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(12)))
+    good = {f"q{i}": {f"d{i}": 2.0, f"x{i}": 1.0} for i in range(12)}
+    bad = {f"q{i}": {f"x{i}": 2.0, f"d{i}": 1.0} for i in range(12)}
+    write_run(tmp_path / "good.trec", good)
+    write_run(tmp_path / "bad.trec", bad)
+    r = runner.invoke(app, ["eval", "compare", str(tmp_path / "bad.trec"), str(tmp_path / "good.trec"), "--qrels", str(qrels), "-m", "mrr@10", "--out", str(tmp_path / "c.json")])
+    assert r.exit_code == 0, r.output
+    t = json.loads((tmp_path / "c.json").read_text())["tests"][0]
+    assert t["mean_a"] == pytest.approx(0.5) and t["mean_b"] == pytest.approx(1.0)
+    assert t["wins"] == 12 and t["exact"] and t["p_randomisation"] == pytest.approx(2 / 2**12)
+    # A run file without qrels is refused with a message, not a stack trace.
+    r = runner.invoke(app, ["eval", "compare", str(tmp_path / "bad.trec"), str(tmp_path / "good.trec")])
+    assert r.exit_code != 0 and "--qrels" in str(r.exception)

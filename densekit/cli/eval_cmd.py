@@ -39,8 +39,6 @@ def evaluate(
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda"),
     rerank: str = typer.Option(None, "--rerank", help="rerank the first stage with this reranker (cross-encoder or LLM: hub name, folder, .gguf, 'smollm2'); writes OUT/rerank/ with both stages' metrics"),
     rerank_top_n: int = typer.Option(100, "--rerank-top-n", min=1, help="first-stage hits reranked per query"),
-    rerank: str = typer.Option(None, "--rerank", help="rerank the first stage with this reranker (cross-encoder or LLM: hub name, folder, .gguf, 'smollm2'); writes OUT/rerank/ with both stages' metrics"),
-    rerank_top_n: int = typer.Option(100, "--rerank-top-n", min=1, help="first-stage hits reranked per query"),
     api_key: str = typer.Option(None, "--api-key", envvar="DENSEKIT_EVAL_API_KEY", help="API key sent to --endpoint (Authorization: Bearer)"),
     endpoint_rerank: bool = typer.Option(False, "--endpoint-rerank", help="ask the --endpoint server to rerank with its own reranker (rerank: true)"),
     endpoint_concurrency: int = typer.Option(4, "--endpoint-concurrency", min=1, help="parallel /search requests"),
@@ -53,8 +51,6 @@ def evaluate(
     data, model, index, endpoint = list(data or []), list(model or []), list(index or []), list(endpoint or [])
     n_configs = len(index) + len(endpoint) + (0 if index else len(model))
     if config is not None or len(data) > 1 or n_configs > 1 or endpoint:
-        if rerank:
-            raise typer.BadParameter("--rerank works with one --data and one model or index", param_hint="--rerank")
         if rerank:
             raise typer.BadParameter("--rerank works with one --data and one model or index", param_hint="--rerank")
         _evaluate_suite(
@@ -107,8 +103,6 @@ def evaluate(
     for k in HEADLINE:
         console.print(f"{k:>14}: {outcome.metrics[k]:.4f}")
     console.print(f"report: {out}")
-    if rerank:
-        _rerank_stage(rerank, rerank_top_n, ds, outcome.run, out, device or s.device)
     if rerank:
         _rerank_stage(rerank, rerank_top_n, ds, outcome.run, out, device or s.device)
 
@@ -261,20 +255,6 @@ def mteb_cmd(
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "mteb_scores.json", json.dumps({"dataset": folder.name, "split": split, "model": enc.name, "scores": scores}, indent=2, default=str))
         console.print(f"scores: {out / 'mteb_scores.json'}")
-
-
-def _rerank_stage(name: str, top_n: int, ds, run, out: Path, device: str) -> None:
-    """Second stage of `densekit eval --rerank`: rerank the top-n, report both stages."""
-    from eval.rerank import evaluate_rerank, write_rerank_report
-    from training.rerank import load_reranker
-
-    reranker = load_reranker(name, device=device)
-    outcome = evaluate_rerank(reranker, ds, run, top_n=top_n)
-    write_rerank_report(out / "rerank", outcome)
-    console.print(f"reranked top-{top_n} with {name}: {outcome.info['pairs']} pairs, {outcome.info['pairs_per_s']} pairs/s")
-    for k in ("ndcg@10", "mrr@10", "auc_global", "auc_per_query"):
-        console.print(f"{k:>14}: {outcome.first_stage[k]:.4f} -> {outcome.reranked[k]:.4f}")
-    console.print(f"rerank report: {out / 'rerank'}")
 
 
 def _rerank_stage(name: str, top_n: int, ds, run, out: Path, device: str) -> None:

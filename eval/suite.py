@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from densekit.errors import ConfigError, DatasetNotFoundError
+from densekit.errors import ConfigError, DatasetNotFoundError, ModelLoadError
 from eval.auc import AucPairs, collect_pairs
 from eval.calibration import Calibration, threshold_for_precision
 from eval.curves import pooled_scores, recall_curve, roc_points
@@ -93,7 +93,7 @@ class _Resources:
         if name not in self.rerankers:
             from training.rerank import load_reranker
 
-            self.rerankers[name] = load_reranker(name)
+            self.rerankers[name] = load_reranker(name, device=self.device, dtype=self.settings.dtype)
         return self.rerankers[name]
 
 
@@ -132,6 +132,9 @@ def _endpoint_first_stage(cfg: RunConfig, ds, top_k: int, label: str, rerank: bo
 
     url = cfg.resolve("endpoint", label)
     searcher = HttpSearcher(url, api_key=cfg.api_key, concurrency=concurrency)
+    if rerank:
+        # As in-process: the reranked run holds the reranked top_n (BEIR's convention).
+        top_k = min(top_k, cfg.rerank_top_n)
     try:
         server = searcher.check(top_k, rerank)
         run, timings = searcher.retrieve(ds.queries, top_k, rerank=rerank, rerank_top_n=cfg.rerank_top_n if rerank else None, search_params=cfg.search_params, progress=progress)
@@ -146,35 +149,25 @@ def _endpoint_first_stage(cfg: RunConfig, ds, top_k: int, label: str, rerank: bo
 # ---- reranking ------------------------------------------------------------------------
 
 
-def rerank_run(reranker, ds, run: Run, top_n: int) -> tuple[Run, dict[str, dict[str, float]], float]:
-    """Rerank each query's first-stage top `top_n` (BEIR's convention: the reranked run holds
-    those `top_n` only). Every judged-relevant document is scored too, outside the top_n as
-    well, so the AUC compares true reranker scores (as the dense stage uses exact ones).
+def rerank_with_positives(reranker, ds, run: Run, top_n: int, progress: bool = True) -> tuple[Run, dict[str, dict[str, float]], float]:
+    """Rerank each query's first-stage top `top_n` with eval/rerank.py's `rerank_run` (the
+    reranked run holds those `top_n` only, BEIR's convention). Every judged-relevant
+    document outside the top_n is scored by the reranker too, so the AUC compares true
+    reranker scores of all relevant documents (as the dense stage uses exact scores).
     Returns (reranked run, reranker scores of relevant documents, seconds)."""
     from densekit.data.beir import document_text
+    from eval.rerank import rerank_run
 
     t0 = time.perf_counter()
-    out: Run = {}
+    out = rerank_run(reranker, ds, run, top_n, progress=progress)
     pos_scores: dict[str, dict[str, float]] = {}
     for qid, query in ds.queries.items():
-        head = [d for d, _ in trec_order(run.get(qid, {}))[:top_n]]
-        relevant = [d for d, g in ds.qrels.get(qid, {}).items() if g > 0 and d in ds.corpus and d not in set(head)]
-        docs = head + relevant
-        scores = reranker.score(query, [document_text(ds.corpus[d]) for d in docs]) if docs else []
-        out[qid] = {d: float(s) for d, s in zip(head, scores[: len(head)])}
-        judged = {d for d, g in ds.qrels.get(qid, {}).items() if g > 0}
-        pos_scores[qid] = {d: float(s) for d, s in zip(docs, scores) if d in judged}
+        judged = [d for d, g in ds.qrels.get(qid, {}).items() if g > 0]
+        known = out.get(qid, {})
+        missing = [d for d in judged if d not in known and d in ds.corpus]
+        extra = reranker.score(query, [document_text(ds.corpus[d]) for d in missing]) if missing else []
+        pos_scores[qid] = {**{d: known[d] for d in judged if d in known}, **{d: float(s) for d, s in zip(missing, extra)}}
     return out, pos_scores, time.perf_counter() - t0
-
-
-def _try_eval_rerank_hook():
-    """eval/rerank.py (issue 4), when present, owns two-stage evaluation; this suite calls
-    its `rerank_run(reranker, dataset, run, top_n)` if it offers one with that shape."""
-    try:
-        from eval import rerank as hook  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return getattr(hook, "rerank_run", None)
 
 
 # ---- one cell -------------------------------------------------------------------------
@@ -210,7 +203,7 @@ def evaluate_cell(
             info["timings_s"]["http_search_rerank_s"] = rinfo["timings_s"]["http_search_s"]
         else:
             rr = res.reranker(cfg.reranker)
-            run, pos, secs = rerank_run(rr, ds, run, cfg.rerank_top_n)
+            run, pos, secs = rerank_with_positives(rr, ds, run, cfg.rerank_top_n, res.progress)
             info["reranker"] = getattr(rr, "name", cfg.reranker)
             info["timings_s"]["rerank_s"] = secs
         info["rerank_top_n"] = cfg.rerank_top_n
@@ -276,9 +269,10 @@ def validate_suite(suite: SuiteConfig, settings) -> list[tuple[DatasetSpec, str,
                     s.close()
         if cfg.reranker is not None and cfg.first_stage() != "endpoint":
             try:
+                import eval.rerank  # noqa: F401
                 import training.rerank  # noqa: F401
             except ImportError:
-                raise ConfigError(f"configurations.{j}.reranker", "reranking needs the training.rerank package") from None
+                raise ConfigError(f"configurations.{j}.reranker", "reranking needs eval.rerank and training.rerank (issue 4)") from None
     return resolved
 
 
@@ -291,6 +285,13 @@ def run_suite(suite: SuiteConfig, out: str | Path, settings=None, device: str | 
     datasets = validate_suite(suite, settings)
     named = suite.named_configurations(settings.model)
     res = _Resources(settings, device, progress)
+    # Rerankers load before any dataset is touched: a bad name fails first, naming the field.
+    for j, cfg in enumerate(suite.configurations):
+        if cfg.reranker is not None and cfg.first_stage() != "endpoint":
+            try:
+                res.reranker(cfg.reranker)
+            except (ModelLoadError, ConfigError) as exc:
+                raise ConfigError(f"configurations.{j}.reranker", str(exc)) from None
     cells: dict[str, dict[str, CellResult]] = {}
     counts: dict[str, dict] = {}
     t_suite = time.perf_counter()

@@ -162,3 +162,42 @@ def test_recall_curve_and_roc_match_references():
     y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
     assert np.trapezoid(tpr, fpr) == pytest.approx(auc_global, abs=1e-9)
     assert auc_global == pytest.approx(roc_auc_score(y, np.r_[pos, neg]), abs=1e-9)
+
+
+from tests.rerank_fixtures import tiny_llm_dir  # noqa: E402,F401  (pytest fixture)
+
+
+def test_reranked_configuration_reports_both_stages(tiny_beir, tiny_st_model_dir, tiny_llm_dir, tmp_path):
+    import yaml
+
+    from densekit.data import load_beir
+    from eval.evaluate import score_run
+    from eval.rerank import rerank_run
+    from eval.trec import read_run
+    from training.rerank import load_reranker
+
+    cfg = {
+        "datasets": [str(tiny_beir)],
+        "configurations": [{"name": "dense", "model": str(tiny_st_model_dir)}, {"name": "dense+llm", "model": str(tiny_st_model_dir), "reranker": str(tiny_llm_dir), "rerank_top_n": 4}],
+        "plots": False,
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
+    r = runner.invoke(app, ["eval", "--config", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "o" / "suite.json").read_text())["datasets"]["tiny"]["results"]
+    # The first stage of the reranked configuration is the dense configuration itself.
+    assert res["dense+llm"]["first_stage"] == res["dense"]["metrics"]
+    reranked = read_run(tmp_path / "o" / res["dense+llm"]["run_dir"] / "run.trec")
+    assert all(len(v) == 4 for v in reranked.values())
+    # Independent recomputation: rerank the dense run's top 4 and score it.
+    ds = load_beir(tiny_beir, "test")
+    dense = read_run(tmp_path / "o" / res["dense"]["run_dir"] / "run.trec")
+    again = rerank_run(load_reranker(str(tiny_llm_dir), device="cpu"), ds, dense, 4, progress=False)
+    metrics, _ = score_run(ds.qrels, again)
+    for k in ("ndcg@10", "mrr@10", "recall@10"):
+        assert res["dense+llm"]["metrics"][k] == pytest.approx(metrics[k], abs=1e-5)
+    # A reranker that cannot load fails before any work, naming the field.
+    cfg["configurations"][1]["reranker"] = str(tmp_path / "nope")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    r = runner.invoke(app, ["eval", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o2")])
+    assert r.exit_code != 0 and "configurations.1.reranker" in str(r.exception) and not (tmp_path / "o2").exists()

@@ -42,3 +42,15 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(default=2.0, ge=0, description="how long a batch waits for company")
     max_queue: int = Field(default=512, ge=1, description="queued requests before 429")
     rerank_top_n: int = Field(default=100, ge=1, description="default number of first-stage hits to rerank")
+
+    # Service, continued (issue 6): every limit below is reported by GET /info.
+    workers: int = Field(default=1, ge=1, description="uvicorn worker processes; each loads the models (live updates need 1)")
+    max_search_batch: int = Field(default=512, ge=1, description="most queries in one faiss search call (queries of concurrent requests are merged)")
+    reranker_max_length: int | None = Field(default=None, ge=16, description="reranker input length in tokens (default: the model's own)")
+    allow_updates: bool = Field(default=True, description="accept POST /documents and DELETE /documents/{id} (live index updates, persisted)")
+    wal_dir: Path | None = Field(default=None, description="write-ahead log folder of live updates (default: <index_dir>.wal beside the index)")
+    snapshot_every: int = Field(default=1000, ge=1, description="write-ahead log records between index snapshots")
+    snapshot_interval_s: float = Field(default=300.0, gt=0, description="seconds after which pending log records are snapshotted")
+    graceful_shutdown_s: float = Field(default=30.0, ge=0, description="how long in-flight requests may run after SIGTERM")
+    log_json: bool = Field(default=True, description="structured JSON log lines (false: plain text)")
+    load_in_background: bool = Field(default=False, description="open the port before models are loaded (/ready answers 503 until they are)")

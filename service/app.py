@@ -1,42 +1,136 @@
-"""The app factory: builds the service's state once; routes stay thin."""
+"""The app factory: builds the service's state once; routes stay thin.
+
+Start-up loads the models before the port opens (as text-embeddings-inference does), or,
+with `load_in_background`, after it: `/health` then answers at once and `/ready` says 503
+until everything is loaded, which suits orchestrators' readiness probes. Shutdown (SIGTERM under
+uvicorn) first lets in-flight requests finish, then drains the batch queues, snapshots a
+live index and releases its write-ahead log.
+"""
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 
 from densekit import __version__
 from densekit.settings import Settings
-from service.errors import install_error_handlers
-from service.routes import health, search
-from service.state import ServiceState, load_state
+from service.engines import EmbedEngine, IndexEngine, InputTooLong, RerankEngine
+from service.errors import error_body, install_error_handlers
+from service.metrics import ServiceMetrics
+from service.middleware import STAGES, ServiceMiddleware
+from service.routes import documents, embed, health, rerank, search
+from service.state import ServiceState, close_state, load_state
 
 log = logging.getLogger(__name__)
+
+
+def attach_engines(state: ServiceState, settings: Settings, metrics: ServiceMetrics) -> None:
+    """Put the batching engines in front of the loaded models (needs the running loop)."""
+    state.embed = EmbedEngine(state.encoder, settings, metrics)
+    state.embed.batcher.start()
+    if state.reranker is not None:
+        state.rerank = RerankEngine(state.reranker, settings, metrics)
+        state.rerank.batcher.start()
+    if state.index is not None:
+        state.search = IndexEngine(state.index, state.live, settings, metrics)
+        state.search.batcher.start()
+        metrics.documents.set(len(state.index))
+
+
+async def _stop_engines(state: ServiceState, settings: Settings) -> None:
+    engines = [e for e in (state.embed, state.rerank, state.search) if e is not None]
+    # The index last: a request may still go encoder -> index while the others drain.
+    for engine in engines:
+        await engine.batcher.stop(drain_timeout_s=settings.graceful_shutdown_s)
 
 
 def create_app(settings: Settings | None = None, state: ServiceState | None = None) -> FastAPI:
     """Build the FastAPI app. `state` lets tests hand in already loaded models."""
     settings = settings or Settings()
+    metrics = ServiceMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        loader: asyncio.Task | None = None
         if app.state.dk is None:
-            from starlette.concurrency import run_in_threadpool
+            loader = asyncio.create_task(_load(app))
+            if not settings.load_in_background:
+                await loader
+        else:
+            attach_engines(app.state.dk, settings, metrics)
+        try:
+            yield
+        finally:
+            if loader is not None and not loader.done():
+                loader.cancel()
+            st: ServiceState | None = app.state.dk
+            if st is not None:
+                await _stop_engines(st, settings)
+                await asyncio.to_thread(close_state, st)
+                log.info("densekit stopped")
 
-            app.state.dk = await run_in_threadpool(load_state, settings)
-            log.info("densekit ready: %s", app.state.dk.encoder.name if app.state.dk.encoder else None)
-        yield
+    async def _load(app: FastAPI) -> None:
+        pending = ServiceState(settings)
+        app.state.dk = pending
+        try:
+            loaded = await asyncio.to_thread(load_state, settings)
+        except Exception as exc:
+            log.exception("loading models failed")
+            if not settings.load_in_background:
+                raise  # uvicorn's start-up fails and the process exits with the message
+            # In the background the process stays up to say why: /health and /ready answer 503.
+            pending.errors.append(f"{type(exc).__name__}: {exc}")
+            return
+        attach_engines(loaded, settings, metrics)
+        app.state.dk = loaded
+        log.info(
+            "densekit ready",
+            extra={
+                "model": loaded.encoder.name,
+                "documents": len(loaded.index) if loaded.index is not None else None,
+                "reranker": getattr(loaded.reranker, "name", None),
+                "live_updates": loaded.live is not None,
+            },
+        )
 
     app = FastAPI(
         title="densekit",
         version=__version__,
-        description="Dense retrieval and reranking service.",
+        description=(
+            "Dense retrieval and reranking service. densekit's own `/search` and `/documents`, "
+            "text-embeddings-inference's `/embed` and `/rerank`, OpenAI's `/v1/embeddings` and "
+            "Cohere/Jina's `/v1/rerank`. Errors are `{error, error_type}` JSON. Every response "
+            "carries `x-request-id` and timing headers in milliseconds (`x-total-time` and, where "
+            f"they apply, {', '.join(f'`x-{s}-time`' for s in STAGES)}), also as `server-timing`."
+        ),
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.dk = state
+    app.state.metrics = metrics
     install_error_handlers(app)
+
+    @app.exception_handler(InputTooLong)
+    async def _too_long(_: Request, exc: InputTooLong):
+        return error_body(413, "payload_too_large", str(exc))
+
+    app.include_router(health.public)
     app.include_router(health.router)
     app.include_router(search.router)
+    app.include_router(embed.router)
+    app.include_router(rerank.router)
+    app.include_router(documents.router)
+    # Added last = outermost: CORS answers preflights before anything else runs.
+    app.add_middleware(ServiceMiddleware, max_payload_bytes=settings.max_payload_bytes, metrics=metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "X-Total-Time", "Server-Timing", *(f"X-{s.title()}-Time" for s in STAGES)],
+        )
     return app

@@ -1,6 +1,7 @@
 """One error shape for every failure: {"error": message, "error_type": kind}, with the
 HTTP status DESIGN.md assigns (400 empty input, 401 auth, 413 too large, 422 validation,
-429 overloaded, 503 not ready)."""
+429 overloaded, 503 not ready), plus 404 for an unknown document and 409 for an update the
+index kind cannot do."""
 from __future__ import annotations
 
 import logging
@@ -10,16 +11,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from densekit.errors import DensekitError, DocumentNotFoundError, InvalidInputError
+from densekit.errors import ConfigError, DensekitError, DocumentNotFoundError, InvalidInputError
+from service.batching import BatcherStopped, QueueFull
 
 log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error_type: str, message: str):
+    def __init__(self, status: int, error_type: str, message: str, headers: dict[str, str] | None = None):
         self.status = status
         self.error_type = error_type
         self.message = message
+        self.headers = headers
         super().__init__(message)
 
 
@@ -35,8 +38,25 @@ def not_ready(message: str = "models are still loading") -> ApiError:
     return ApiError(503, "not_ready", message)
 
 
-def error_body(status: int, error_type: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": message, "error_type": error_type})
+def unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def overloaded(message: str) -> ApiError:
+    # Retry-After: the queue drains within a few batches; a second is a polite back-off.
+    return ApiError(429, "overloaded", message, headers={"Retry-After": "1"})
+
+
+def validation(message: str) -> ApiError:
+    return ApiError(422, "validation", message)
+
+
+def conflict(message: str) -> ApiError:
+    return ApiError(409, "unsupported", message)
+
+
+def error_body(status: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message, "error_type": error_type}, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -50,7 +70,20 @@ def _validation_message(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError):
-        return error_body(exc.status, exc.error_type, exc.message)
+        return error_body(exc.status, exc.error_type, exc.message, exc.headers)
+
+    @app.exception_handler(QueueFull)
+    async def _queue_full(_: Request, exc: QueueFull):
+        return error_body(429, "overloaded", str(exc), {"Retry-After": "1"})
+
+    @app.exception_handler(BatcherStopped)
+    async def _stopping(_: Request, exc: BatcherStopped):
+        return error_body(503, "not_ready", str(exc))
+
+    @app.exception_handler(ConfigError)
+    async def _config(_: Request, exc: ConfigError):
+        # Raised for request-supplied parameters (e.g. search_params that do not apply).
+        return error_body(422, "validation", str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
@@ -59,7 +92,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):
         kind = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large"}.get(exc.status_code, "http_error")
-        return error_body(exc.status_code, kind, str(exc.detail))
+        return error_body(exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(InvalidInputError)
     async def _invalid(_: Request, exc: InvalidInputError):

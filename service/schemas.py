@@ -1,24 +1,45 @@
-"""Request and response models of the HTTP API (pydantic); the OpenAPI page documents them."""
+"""Request and response models of densekit's own routes (pydantic); the OpenAPI page
+documents them. The shapes borrowed from TEI, OpenAI and Cohere/Jina are in
+`compat_schemas.py`."""
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+
+
+class SearchParamsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    nprobe: int | None = Field(None, ge=1, le=1_000_000, description="IVF kinds: inverted lists visited per query")
+    ef_search: int | None = Field(
+        None, ge=1, le=1_000_000, validation_alias=AliasChoices("ef_search", "efSearch"), description="HNSW: candidate list size (faiss's efSearch)"
+    )
 
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(..., description="the query text (must not be empty)", max_length=100_000)
-    top_k: int = Field(10, ge=1, le=10_000, description="number of documents to return (at most the server's max_top_k)")
-    rerank: bool = Field(False, description="rerank the first-stage hits with the server's reranker")
-    rerank_top_n: int | None = Field(None, ge=1, le=10_000, description="first-stage hits passed to the reranker (default: the server's rerank_top_n)")
-    search_params: dict[str, int | float] | None = Field(None, description="per-query index parameters, e.g. {\"nprobe\": 32} or {\"efSearch\": 128}")
+    query: str | None = Field(None, description="one query (must not be empty); give either `query` or `queries`")
+    queries: list[str] | None = Field(None, description="a batch of queries, answered in order (at most the server's max_client_batch)")
+    top_k: int = Field(10, ge=1, le=100_000, description="documents to return per query (at most the server's max_top_k)")
+    rerank: bool = Field(False, description="rescore the first-stage hits with the server's reranker (two-stage retrieval)")
+    rerank_top_n: int | None = Field(
+        None, ge=1, le=100_000, description="first-stage hits the reranker rescores (default: the server's rerank_top_n; at least top_k)"
+    )
+    search_params: SearchParamsIn | None = Field(None, description="per-request index parameters, e.g. {\"nprobe\": 32} or {\"ef_search\": 128}")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "SearchRequest":
+        if (self.query is None) == (self.queries is None):
+            raise ValueError("give exactly one of `query` (a string) or `queries` (a list of strings)")
+        return self
 
 
 class SearchHitOut(BaseModel):
     id: str = Field(..., description="document id")
-    score: float = Field(..., description="similarity (or reranker score when reranked)")
+    score: float = Field(..., description="similarity, or the reranker's score when reranked")
+    dense_score: float | None = Field(None, description="first-stage similarity (only when reranked)")
     title: str = Field("", description="document title")
     text: str = Field("", description="document text")
     metadata: dict[str, Any] = Field(default_factory=dict, description="document metadata")
@@ -28,6 +49,48 @@ class SearchResponse(BaseModel):
     query: str
     hits: list[SearchHitOut]
     took_ms: float = Field(..., description="server-side time for this request")
+
+
+class QueryHits(BaseModel):
+    query: str
+    hits: list[SearchHitOut]
+
+
+class BatchSearchResponse(BaseModel):
+    results: list[QueryHits] = Field(..., description="one entry per query, in request order")
+    took_ms: float = Field(..., description="server-side time for this request")
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(..., min_length=1, max_length=512, description="document id; an existing id is replaced")
+    title: str = Field("", description="title (encoded as BEIR does: title + ' ' + text)")
+    text: str = Field(..., description="document text")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="any JSON object, returned with search hits")
+
+
+class UpsertRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[DocumentIn] = Field(..., description="documents to add or replace (at most the server's max_client_batch)")
+
+
+class UpsertResponse(BaseModel):
+    upserted: int = Field(..., description="documents written (durable when this response arrives)")
+    documents: int = Field(..., description="documents in the index now")
+
+
+class DeleteResponse(BaseModel):
+    deleted: str = Field(..., description="id of the removed document")
+    documents: int = Field(..., description="documents in the index now")
+
+
+class DocumentOut(BaseModel):
+    id: str
+    title: str = ""
+    text: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class HealthResponse(BaseModel):
@@ -43,7 +106,29 @@ class InfoResponse(BaseModel):
     version: str
     model: str | None
     model_dim: int | None
+    max_input_tokens: int | None = Field(None, description="bi-encoder input length; longer inputs are truncated or refused (`truncate`)")
     device: str | None
+    backend: str = Field("", description="inference backend and its settings")
     index: dict[str, Any] | None
     reranker: str | None
-    limits: dict[str, Any]
+    limits: dict[str, Any] = Field(..., description="every server limit (settings), and whether API keys are required")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(..., description="what went wrong, for people")
+    error_type: str = Field(..., description="machine-readable kind: empty_input, unauthorized, payload_too_large, validation, overloaded, not_ready, not_found, ...")
+
+
+# Documented on every route so clients and schemathesis know the error shape.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "empty input"},
+    401: {"model": ErrorResponse, "description": "missing or wrong API key"},
+    413: {"model": ErrorResponse, "description": "too many inputs, too long an input, or too large a payload"},
+    422: {"model": ErrorResponse, "description": "invalid request"},
+    429: {"model": ErrorResponse, "description": "overloaded: the queue is full, retry later"},
+    503: {"model": ErrorResponse, "description": "not ready: models or index still loading"},
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {c: ERRORS[c] for c in codes}

@@ -1,6 +1,8 @@
-"""What the service loads once at start-up: encoder, index and (optionally) reranker.
+"""What the service loads once at start-up: encoder, index (live or read-only) and
+(optionally) reranker, and the batching engines in front of them.
 
-The service keeps no state beyond this, so replicas behind one endpoint stay identical.
+The service keeps no state beyond this, so replicas behind one endpoint stay identical
+(live document updates aside: they need one writer process per index, see index/live.py).
 """
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ import logging
 from dataclasses import dataclass, field
 
 from densekit.encoder import Encoder
+from densekit.errors import IndexMismatchError
 from densekit.settings import Settings
 from index.dense_index import DenseIndex, load_index
+from index.live import LiveIndex
 
 log = logging.getLogger(__name__)
 
@@ -20,26 +24,45 @@ class ServiceState:
     encoder: Encoder | None = None
     index: DenseIndex | None = None
     reranker: object | None = None
+    live: LiveIndex | None = None
     errors: list[str] = field(default_factory=list)
+    # Set by the app once the event loop runs (service.app.attach_engines).
+    embed: object | None = None
+    rerank: object | None = None
+    search: object | None = None
 
     @property
     def ready(self) -> bool:
-        return self.encoder is not None and (self.settings.index_dir is None or self.index is not None)
+        return self.encoder is not None and (self.settings.index_dir is None or self.index is not None) and self.embed is not None
 
 
 def load_state(settings: Settings) -> ServiceState:
     state = ServiceState(settings)
     model = settings.model
     if settings.index_dir is not None:
-        state.index = load_index(settings.index_dir)
+        if settings.allow_updates:
+            state.live = LiveIndex.open(settings.index_dir, settings.wal_dir, settings.snapshot_every, settings.snapshot_interval_s)
+            state.index = state.live.index
+        else:
+            state.index = load_index(settings.index_dir)
         # Queries must be encoded by the index's own encoder unless the operator says otherwise.
         if "model" not in settings.model_fields_set:
             model = state.index.manifest.encoder.path or state.index.manifest.encoder.name
     state.encoder = Encoder(model, device=settings.device, dtype=settings.dtype, batch_size=settings.batch_size)
     if state.index is not None and state.encoder.dim != state.index.dim:
-        from densekit.errors import IndexMismatchError
-
         raise IndexMismatchError(f"encoder dim {state.encoder.dim} != index dim {state.index.dim}")
     if state.index is not None:  # GPU copy for search when faiss has GPU support (settings.faiss_device)
         state.index.to_device(settings.faiss_device, state.encoder.device)
+    if settings.reranker:
+        from training.rerank import load_reranker
+
+        state.reranker = load_reranker(
+            settings.reranker, kind=settings.reranker_kind, device=settings.device, dtype=settings.dtype, max_length=settings.reranker_max_length
+        )
     return state
+
+
+def close_state(state: ServiceState) -> None:
+    if state.live is not None:
+        state.live.close(snapshot=True)
+        state.live = None

@@ -1,48 +1,97 @@
-"""Liveness, readiness and info."""
+"""Liveness, readiness, info and Prometheus metrics. /health and /metrics are public; /ready
+and /info need the API key when keys are set."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from densekit import __version__
+from service.auth import require_api_key
 from service.errors import error_body
-from service.schemas import HealthResponse, InfoResponse, ReadyResponse
+from service.schemas import HealthResponse, InfoResponse, ReadyResponse, errors
 
-router = APIRouter(tags=["health"])
+public = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], dependencies=[Depends(require_api_key)])
+
+# Every limit a client may run into, as /info reports them.
+LIMIT_FIELDS = (
+    "max_top_k",
+    "max_client_batch",
+    "max_text_chars",
+    "max_payload_bytes",
+    "max_batch_tokens",
+    "max_search_batch",
+    "max_wait_ms",
+    "max_queue",
+    "rerank_top_n",
+    "workers",
+    "allow_updates",
+    "snapshot_every",
+    "snapshot_interval_s",
+    "graceful_shutdown_s",
+)
 
 
-@router.get("/health", response_model=HealthResponse, summary="liveness: the process answers")
-async def health() -> HealthResponse:
+@public.get(
+    "/health",
+    response_model=HealthResponse,
+    summary="liveness: the process answers (public)",
+    responses={503: {"description": "loading failed; see /ready for why"}},
+)
+async def health(request: Request):
+    state = request.app.state.dk
+    if state is not None and state.errors:
+        return error_body(503, "failed", "; ".join(state.errors))
     return HealthResponse(status="ok")
 
 
-@router.get("/ready", response_model=ReadyResponse, summary="readiness: models and index are loaded", responses={503: {"description": "not ready"}})
+@public.get("/metrics", summary="Prometheus metrics (public)", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/ready", response_model=ReadyResponse, summary="readiness: models and index are loaded", responses=errors(401, 503))
 async def ready(request: Request):
     state = request.app.state.dk
     if state is None or not state.ready:
-        return error_body(503, "not_ready", "models are still loading")
+        detail = "; ".join(state.errors) if state is not None and state.errors else "models are still loading"
+        return error_body(503, "not_ready", detail)
     return ReadyResponse(ready=True)
 
 
-@router.get("/info", response_model=InfoResponse, summary="model, index and limits")
+@router.get("/info", response_model=InfoResponse, summary="model, index, reranker and every limit", responses=errors(401))
 async def info(request: Request) -> InfoResponse:
     state = request.app.state.dk
     s = request.app.state.settings
-    limits = {
-        k: getattr(s, k)
-        for k in ("max_top_k", "max_client_batch", "max_text_chars", "max_payload_bytes", "max_batch_tokens", "max_wait_ms", "max_queue", "rerank_top_n")
-    }
+    limits = {k: getattr(s, k) for k in LIMIT_FIELDS}
     enc = state.encoder if state else None
     idx = state.index if state else None
+    index_info = None
+    if idx is not None:
+        index_info = {
+            "kind": idx.manifest.kind,
+            "documents": len(idx),
+            "dim": idx.dim,
+            "search_params": idx.manifest.search_params,
+            "faiss": idx.manifest.faiss_description,
+            "live_updates": state.live is not None,
+        }
+        if state.live is not None:
+            index_info.update(state.live.info())
+    backend = ""
+    if enc is not None:
+        import torch
+
+        backend = f"sentence-transformers {type(enc.model).__name__} on torch {torch.__version__}, {enc.device}, {next(enc.model.parameters()).dtype}, {torch.get_num_threads()} threads"
     return InfoResponse(
         version=__version__,
         model=enc.name if enc else None,
         model_dim=enc.dim if enc else None,
+        max_input_tokens=state.embed.max_length if state and state.embed else None,
         device=enc.device if enc else None,
-        index=(
-            {"kind": idx.manifest.kind, "documents": len(idx), "dim": idx.dim, "search_params": idx.manifest.search_params, "faiss": idx.manifest.faiss_description}
-            if idx
-            else None
-        ),
+        backend=backend,
+        index=index_info,
         reranker=getattr(state.reranker, "name", None) if state and state.reranker else None,
-        limits={**limits, "auth": bool(s.api_keys)},
+        limits={**limits, "auth": bool(s.api_keys), "cors": bool(s.cors_origins)},
     )

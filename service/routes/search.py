@@ -1,46 +1,85 @@
-"""POST /search: dense retrieval over the loaded index."""
+"""POST /search: dense retrieval over the loaded index, one query or a batch, optionally
+reranked (two-stage: the first `rerank_top_n` dense hits are rescored by the reranker)."""
 from __future__ import annotations
 
+import asyncio
 import time
 
-from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Request
 
-from service.errors import ApiError, empty_input, not_ready
-from service.schemas import SearchHitOut, SearchRequest, SearchResponse
+from densekit.data.beir import document_text
+from service.auth import require_api_key
+from service.deps import check_text, check_texts, ready_state, settings_of, timings
+from service.engines import Hit
+from service.errors import not_ready, validation
+from service.responses import FastJSON
+from service.schemas import BatchSearchResponse, SearchRequest, SearchResponse, errors
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], dependencies=[Depends(require_api_key)])
 
 
-def _search_sync(state, req: SearchRequest) -> list[SearchHitOut]:
-    vec = state.encoder.encode_queries([req.query])
-    hits = state.index.search(vec, req.top_k, req.search_params)[0]
-    docs = state.index.documents([h.row for h in hits])
-    return [
-        SearchHitOut(id=h.id, score=h.score, title=docs.get(h.row, {}).get("title", ""), text=docs.get(h.row, {}).get("text", ""), metadata=docs.get(h.row, {}).get("metadata", {}))
-        for h in hits
-    ]
+def _hit(h: Hit, dense: float | None = None, score: float | None = None) -> dict:
+    out = {"id": h.id, "score": h.score if score is None else score, "title": h.title, "text": h.text, "metadata": h.metadata}
+    if dense is not None:
+        out["dense_score"] = dense
+    return out
 
 
 @router.post(
     "/search",
-    response_model=SearchResponse,
-    summary="dense search over the index",
-    responses={400: {"description": "empty query"}, 422: {"description": "invalid request"}, 503: {"description": "not ready"}},
+    response_model=SearchResponse | BatchSearchResponse,
+    summary="dense search over the index (one query or a batch), optionally reranked",
+    description=(
+        "Give `query` for one query (answer: `{query, hits, took_ms}`) or `queries` for a batch "
+        "(answer: `{results: [{query, hits}], took_ms}`). With `rerank: true` the first "
+        "`rerank_top_n` dense hits of each query are rescored by the server's reranker and the best "
+        "`top_k` returned; `score` is then the reranker's and `dense_score` the first stage's."
+    ),
+    responses=errors(400, 401, 413, 422, 429, 503),
 )
-async def search(req: SearchRequest, request: Request) -> SearchResponse:
+async def search(req: SearchRequest, request: Request):
     t0 = time.perf_counter()
-    state = request.app.state.dk
-    s = request.app.state.settings
-    if state is None or not state.ready or state.index is None:
-        raise not_ready("no index loaded" if state and state.ready else "models are still loading")
-    if not req.query.strip():
-        raise empty_input("query is empty")
+    state = ready_state(request)
+    s = settings_of(request)
+    tm = timings(request)
+    if state.index is None or state.search is None:
+        raise not_ready("this server has no index loaded (start it with --index)")
+    queries = [req.query] if req.query is not None else req.queries or []
+    if req.query is not None:
+        check_text(req.query, s, "query")
+    else:
+        check_texts(queries, s, "queries")
     if req.top_k > s.max_top_k:
-        raise ApiError(422, "validation", f"top_k: must be at most {s.max_top_k}")
-    if len(req.query) > s.max_text_chars:
-        raise ApiError(413, "payload_too_large", f"query is {len(req.query)} characters, the limit is {s.max_text_chars}")
-    if req.rerank and state.reranker is None:
-        raise ApiError(422, "validation", "rerank: this server has no reranker loaded")
-    hits = await run_in_threadpool(_search_sync, state, req)
-    return SearchResponse(query=req.query, hits=hits, took_ms=(time.perf_counter() - t0) * 1000)
+        raise validation(f"top_k: must be at most {s.max_top_k} (max_top_k)")
+    first_k = req.top_k
+    if req.rerank:
+        if state.rerank is None:
+            raise validation("rerank: this server has no reranker loaded (start it with --reranker)")
+        # The server default is capped by max_top_k; only an explicit value can be refused.
+        first_k = max(req.top_k, req.rerank_top_n or min(s.rerank_top_n, s.max_top_k))
+        if first_k > s.max_top_k:
+            raise validation(f"rerank_top_n: must be at most {s.max_top_k} (max_top_k)")
+    elif req.rerank_top_n is not None and req.rerank_top_n > s.max_top_k:
+        raise validation(f"rerank_top_n: must be at most {s.max_top_k} (max_top_k)")
+    params = req.search_params.model_dump(exclude_none=True) if req.search_params else {}
+
+    vectors, _ = await state.embed.embed(queries, "query", tm, truncate=True)
+    per_query = await state.search.search(vectors, first_k, params, tm)
+
+    if req.rerank:
+        per_query = await asyncio.gather(*(_rerank(state, q, hits, req.top_k, tm) for q, hits in zip(queries, per_query)))
+    else:
+        per_query = [[_hit(h) for h in hits] for hits in per_query]
+    took = (time.perf_counter() - t0) * 1000
+    if req.query is not None:
+        return FastJSON({"query": req.query, "hits": per_query[0], "took_ms": took})
+    return FastJSON({"results": [{"query": q, "hits": h} for q, h in zip(queries, per_query)], "took_ms": took})
+
+
+async def _rerank(state, query: str, hits: list[Hit], top_k: int, tm) -> list[dict]:
+    if not hits:
+        return []
+    texts = [document_text({"title": h.title, "text": h.text}) for h in hits]
+    result = await state.rerank.score(query, texts, tm)
+    order = sorted(range(len(hits)), key=lambda i: -result.scores[i])[:top_k]
+    return [_hit(hits[i], dense=hits[i].score, score=result.scores[i]) for i in order]

@@ -1,0 +1,77 @@
+"""Reranking in the two shapes clients speak: TEI's `POST /rerank` and Cohere/Jina's
+`POST /v1/rerank`. Both sort by score, best first."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from service.auth import require_api_key
+from service.compat_schemas import CohereRerankRequest, CohereRerankResponse, RankOut, RerankRequest
+from service.deps import check_text, check_texts, ready_state, settings_of, timings
+from service.errors import ApiError
+from service.middleware import REQUEST_ID_KEY
+from service.responses import FastJSON
+from service.schemas import errors
+
+router = APIRouter(tags=["rerank"], dependencies=[Depends(require_api_key)])
+
+
+def _no_reranker() -> ApiError:
+    # 503 (DESIGN.md's code for "cannot serve this now"), with its own error_type: it is a
+    # property of this deployment, not a passing state like loading.
+    return ApiError(503, "no_reranker", "this server has no reranker loaded (start it with --reranker)")
+
+
+@router.post(
+    "/rerank",
+    response_model=list[RankOut],
+    summary="score texts against a query (text-embeddings-inference shape)",
+    responses=errors(400, 401, 413, 422, 429, 503),
+)
+async def rerank(req: RerankRequest, request: Request):
+    state = ready_state(request)
+    s = settings_of(request)
+    if state.rerank is None:
+        raise _no_reranker()
+    check_text(req.query, s, "query")
+    check_texts(req.texts, s, "texts")
+    result = await state.rerank.score(req.query, req.texts, timings(request))
+    scores = state.rerank.raw(result.scores) if req.raw_scores else state.rerank.probabilities(result.scores)
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    if req.return_text:
+        return FastJSON([{"index": i, "score": scores[i], "text": req.texts[i]} for i in order])
+    return FastJSON([{"index": i, "score": scores[i]} for i in order])
+
+
+@router.post(
+    "/v1/rerank",
+    response_model=CohereRerankResponse,
+    summary="rerank documents for a query (Cohere / Jina shape)",
+    responses=errors(400, 401, 413, 422, 429, 503),
+)
+async def rerank_v1(req: CohereRerankRequest, request: Request):
+    state = ready_state(request)
+    s = settings_of(request)
+    if state.rerank is None:
+        raise _no_reranker()
+    texts = [d if isinstance(d, str) else d.text for d in req.documents]
+    check_text(req.query, s, "query")
+    check_texts(texts, s, "documents")
+    result = await state.rerank.score(req.query, texts, timings(request), count_tokens=True)
+    scores = state.rerank.probabilities(result.scores)
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    if req.top_n is not None:
+        order = order[: req.top_n]
+    results = []
+    for i in order:
+        item = {"index": i, "relevance_score": scores[i]}
+        if req.return_documents:
+            item["document"] = {"text": texts[i]}
+        results.append(item)
+    return FastJSON(
+        {
+            "id": request.scope.get(REQUEST_ID_KEY, ""),
+            "model": getattr(state.reranker, "name", "reranker"),
+            "results": results,
+            "usage": {"total_tokens": int(result.tokens or 0)},
+        }
+    )

@@ -1,0 +1,51 @@
+"""Token counts for batching budgets and usage reports, without touching the model's tokenizer.
+
+Hugging Face fast tokenizers are not safe to call from two threads at once (a call that sets
+truncation while another thread encodes fails with "Already borrowed"), and the model thread
+tokenises inside every forward pass. So counting uses its own copy of the Rust tokenizer,
+one per thread, built from the model tokenizer's serialised form.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+
+class TokenCounter:
+    def __init__(self, hf_tokenizer, max_length: int | None):
+        backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+        self._spec = backend.to_str() if backend is not None else None
+        self._slow = hf_tokenizer if backend is None else None
+        self.max_length = int(max_length) if max_length else None
+        self._local = threading.local()
+
+    def _tok(self):
+        tok = getattr(self._local, "tok", None)
+        if tok is None:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_str(self._spec)
+            # Counts are of the full text: the caller decides whether past max_length is an
+            # error (TEI's truncate=false) or is cut.
+            tok.no_truncation()
+            tok.no_padding()
+            self._local.tok = tok
+        return tok
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text including special tokens, before truncation."""
+        if not texts:
+            return []
+        if self._spec is None:  # a slow (Python) tokenizer: count characters/4 as an estimate
+            return [estimate_tokens(t) for t in texts]
+        return [len(e.ids) for e in self._tok().encode_batch(list(texts), add_special_tokens=True)]
+
+    def clip(self, counts: Sequence[int]) -> list[int]:
+        if self.max_length is None:
+            return list(counts)
+        return [min(c, self.max_length) for c in counts]
+
+
+def estimate_tokens(text: str) -> int:
+    """About four bytes a token for English wordpiece/BPE vocabularies, plus special tokens."""
+    return len(text.encode("utf-8")) // 4 + 2

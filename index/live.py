@@ -145,16 +145,17 @@ def _segments(wal_dir: Path) -> list[Path]:
 def recover_folder(folder: Path) -> None:
     """`atomic_dir` moves the old folder aside, then renames the new one in. A crash between
     the two renames leaves only `.<name>.old-<pid>`: put it back (the log still holds every
-    record after it, because segments are deleted only after a snapshot is complete)."""
-    if folder.exists():
-        for stale in folder.parent.glob(f".{folder.name}.*.tmp"):
-            shutil.rmtree(stale, ignore_errors=True)
-        return
+    record after it, because segments are deleted only after a snapshot is complete). Then
+    remove what other crashes leave: half-written temp folders and already-replaced olds.
+    Only the process holding the log's lock calls this, so nobody else is writing them."""
     olds = sorted(folder.parent.glob(f".{folder.name}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
-    if olds:
+    if not folder.exists() and olds:
         log.warning("index folder %s missing after an interrupted snapshot; restoring %s", folder, olds[0])
         os.replace(olds[0], folder)
         _fsync_dir(folder.parent)
+        olds = olds[1:]
+    for stale in [*folder.parent.glob(f".{folder.name}.*.tmp"), *olds]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def accepts_removal(index: faiss.Index) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -19,6 +20,7 @@ from densekit import __version__
 from densekit.settings import Settings
 from service.engines import EmbedEngine, IndexEngine, InputTooLong, RerankEngine
 from service.errors import error_body, install_error_handlers
+from service.logging_setup import configure_logging
 from service.metrics import ServiceMetrics
 from service.middleware import STAGES, ServiceMiddleware
 from service.routes import documents, embed, health, rerank, search
@@ -51,6 +53,9 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     """Build the FastAPI app. `state` lets tests hand in already loaded models."""
     settings = settings or Settings()
     metrics = ServiceMetrics()
+    level = os.environ.get("DENSEKIT_SERVE_LOG_LEVEL")
+    if level and not logging.getLogger().handlers:  # a worker process of `densekit serve --workers N`
+        configure_logging(level, json_lines=settings.log_json)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -103,6 +103,22 @@ def _plots(out: Path, cells, suite) -> dict[str, dict[str, Any]]:
     return written
 
 
+def _public_run_config(c) -> dict[str, Any]:
+    """A configuration as reports show it: no API key, no reranker settings without a reranker."""
+    d = c.model_dump(mode="json", exclude_none=True)
+    if "api_key" in d:
+        d["api_key"] = "***"
+    if c.reranker is None:
+        d.pop("rerank_top_n", None)
+    return d
+
+
+def _public_config(suite, exclude_none: bool = False) -> dict[str, Any]:
+    d = suite.model_dump(mode="json", exclude_none=exclude_none)
+    d["configurations"] = [_public_run_config(c) for c in suite.configurations]
+    return d
+
+
 def write_suite_report(out: Path, suite, named, cells, counts: dict[str, dict], total_s: float) -> dict[str, Any]:
     import yaml
 
@@ -120,8 +136,8 @@ def write_suite_report(out: Path, suite, named, cells, counts: dict[str, dict], 
     summary = {
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "total_s": round(total_s, 3),
-        "config": suite.model_dump(mode="json"),
-        "configurations": {n: c.model_dump(mode="json", exclude_none=True) for n, c in named},
+        "config": _public_config(suite),
+        "configurations": {n: _public_run_config(c) for n, c in named},
         "datasets": {
             dname: {
                 **counts.get(dname, {}),
@@ -145,7 +161,7 @@ def write_suite_report(out: Path, suite, named, cells, counts: dict[str, dict], 
     }
     write_json_atomic(out / "suite.json", _clean(summary))
     write_text_atomic(out / "per_query.csv", per_query_long_csv(cells))
-    write_text_atomic(out / "config.yaml", yaml.safe_dump({**suite.model_dump(mode="json", exclude_none=True), "out": str(out)}, sort_keys=False))
+    write_text_atomic(out / "config.yaml", yaml.safe_dump({**_public_config(suite, exclude_none=True), "out": str(out)}, sort_keys=False))
     write_text_atomic(out / "report.md", markdown_suite(summary, names))
     return summary
 

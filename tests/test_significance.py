@@ -112,3 +112,9 @@ def test_cli_compare_trec_runs_with_qrels(tmp_path):
     # A run file without qrels is refused with a message, not a stack trace.
     r = runner.invoke(app, ["eval", "compare", str(tmp_path / "bad.trec"), str(tmp_path / "good.trec")])
     assert r.exit_code != 0 and "--qrels" in str(r.exception)
+
+
+@pytest.mark.parametrize("cmd", [["eval", "compare", "--help"], ["eval", "mteb", "--help"]])
+def test_subcommand_help(cmd):
+    r = runner.invoke(app, cmd)
+    assert r.exit_code == 0 and "Usage" in r.output

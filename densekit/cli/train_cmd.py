@@ -6,6 +6,84 @@ import typer
 app = typer.Typer(help="Train bi-encoders, rerankers and distilled indexes.", no_args_is_help=True)
 
 
+@app.command("biencoder")
+def biencoder(
+    config: str = typer.Option(..., "--config", "-c", help="run YAML (see training/biencoder_config.py and the README)"),
+    device: str = typer.Option(None, "--device", help="override the config's device: auto, cpu, cuda, cuda:N"),
+    output_dir: str = typer.Option(None, "--output-dir", help="override output_dir"),
+    max_steps: int = typer.Option(None, "--max-steps", help="override train.max_steps"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
+) -> None:
+    """Fine-tune a bi-encoder (InfoNCE, MW or DCL) and evaluate it before and after."""
+    from densekit.cli.common import console, resolve_data
+    from training.biencoder import run_biencoder
+    from training.biencoder_config import BiEncoderRunConfig
+    from training.run_config import load_yaml_config
+
+    cfg = load_yaml_config(BiEncoderRunConfig, config, {"output_dir": output_dir, "train.max_steps": max_steps, "device": device})
+    result = run_biencoder(cfg, resolve_data, device=device, progress=not no_progress)
+    t = result.train
+    console.print(f"trained {t['steps']} steps in {t['seconds']:.0f} s ({t['seconds_per_step']:.2f} s/step); model: {result.model_dir}")
+    for stage, m in (("before", result.before), ("after", result.after)):
+        if m:
+            console.print(f"{stage:>6}: " + "  ".join(f"{k}={m[k]:.4f}" for k in ("ndcg@10", "recall@100", "mrr@10", "auc_global", "auc_per_query") if k in m))
+
+
+@app.command("mine")
+def mine(
+    data: str = typer.Option(..., "--data", help="BEIR folder or name under DENSEKIT_DATA_DIR"),
+    out: str = typer.Option(..., "--out", help="mined pairs JSONL to write ({query, pos, neg, qid, pos_ids, neg_ids})"),
+    split: str = typer.Option("train", "--split", help="qrels split whose queries get negatives"),
+    model: str = typer.Option("all-MiniLM-L6-v2", "--model", help="bi-encoder that retrieves the candidates"),
+    rank_start: int = typer.Option(10, "--rank-start", help="first rank (0-based) of the candidate window"),
+    rank_end: int = typer.Option(100, "--rank-end", help="end (exclusive) of the candidate window"),
+    margin: float = typer.Option(0.05, "--margin", help="skip candidates scoring above best-positive score minus this"),
+    num_negatives: int = typer.Option(4, "--num-negatives", help="negatives kept per query"),
+    sampling: str = typer.Option("random", "--sampling", help="random (seeded) or top"),
+    seed: int = typer.Option(42, "--seed"),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda"),
+) -> None:
+    """Mine hard negatives for a BEIR split with a bi-encoder and faiss; never a judged positive."""
+    from densekit.cli.common import console, resolve_data
+    from densekit.data import load_beir
+    from densekit.encoder import Encoder
+    from densekit.errors import ConfigError
+    from training.mining import MiningParams, mine_hard_negatives, write_mined
+    from training.pairs_data import pairs_from_beir
+
+    if rank_end <= rank_start:
+        raise ConfigError("--rank-end", f"must be greater than --rank-start ({rank_start})")
+    if sampling not in ("random", "top"):
+        raise ConfigError("--sampling", "use random or top")
+    ds = load_beir(resolve_data(data), split)
+    enc = Encoder(model, device=device or "auto")
+    pairs, stats = mine_hard_negatives(enc, ds, pairs_from_beir(ds, seed=seed), MiningParams(rank_start, rank_end, margin, num_negatives, sampling, seed))
+    write_mined(pairs, out)
+    console.print(f"mined {stats.negatives} negatives for {stats.queries} queries -> {out} ({stats.as_dict()})")
+
+
+@app.command("distill-index")
+def distill_index(
+    config: str = typer.Option(..., "--config", "-c", help="run YAML (see training/distill_vq_config.py and the README)"),
+    device: str = typer.Option(None, "--device", help="override the config's device: auto, cpu, cuda, cuda:N"),
+    out: str = typer.Option(None, "--out", help="override out (the index folder to write)"),
+    epochs: int = typer.Option(None, "--epochs", help="override train.epochs"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
+) -> None:
+    """Distill-VQ: learn IVF centroids and PQ codebooks from dense scores, write a faiss index folder."""
+    from densekit.cli.common import console, resolve_data
+    from training.distill_vq_config import DistillVQConfig
+    from training.distill_vq_run import run_distill
+    from training.run_config import load_yaml_config
+
+    cfg = load_yaml_config(DistillVQConfig, config, {"out": out, "train.epochs": epochs, "device": device})
+    res = run_distill(cfg, resolve_data, device=device, progress=not no_progress)
+    console.print(
+        f"distilled index written: {res.index_dir} ({res.n_docs} documents; {res.n_queries} {res.query_source} queries; "
+        f"{res.history['steps']} steps in {res.history['seconds']:.0f} s; epoch loss {res.history['epoch_loss']})"
+    )
+
+
 @app.command("reranker")
 def reranker(
     config: str = typer.Option(..., "--config", "-c", help="run YAML (see training/rerank/config.py and the README section Rerankers)"),

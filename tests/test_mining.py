@@ -1,0 +1,80 @@
+"""Hard-negative mining: rank window, false-negative margin, never a judged positive."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from training.mining import MiningParams, MiningStats, select_negatives
+
+
+def _ranked(n=30):
+    return [(f"d{i}", 1.0 - i * 0.01) for i in range(n)]
+
+
+def test_window_and_top_sampling():
+    params = MiningParams(rank_start=5, rank_end=15, margin=0.0, num_negatives=3, sampling="top")
+    got = select_negatives(_ranked(), set(), best_positive_score=2.0, params=params, rng=random.Random(0))
+    assert [d for d, _ in got] == ["d5", "d6", "d7"]
+
+
+def test_judged_positives_are_never_negatives():
+    params = MiningParams(rank_start=0, rank_end=10, margin=0.0, num_negatives=10, sampling="top")
+    stats = MiningStats()
+    judged = {"d1", "d3", "d9"}
+    got = select_negatives(_ranked(), judged, 2.0, params, random.Random(0), stats)
+    assert not {d for d, _ in got} & judged
+    assert len(got) == 7 and stats.skipped_judged == 3
+
+
+def test_margin_drops_candidates_close_to_the_positive():
+    params = MiningParams(rank_start=0, rank_end=30, margin=0.05, num_negatives=30, sampling="top")
+    stats = MiningStats()
+    # best positive 0.9: candidates scoring above 0.85 (d0..d14) are likely false negatives
+    got = select_negatives(_ranked(), set(), 0.9, params, random.Random(0), stats)
+    assert all(s <= 0.85 + 1e-12 for _, s in got)
+    assert stats.skipped_margin == sum(1 for _, s in _ranked() if s > 0.85)
+
+
+def test_random_sampling_is_seeded_and_within_window():
+    params = MiningParams(rank_start=10, rank_end=25, margin=0.0, num_negatives=4, sampling="random")
+    a = select_negatives(_ranked(), set(), 2.0, params, random.Random(3))
+    b = select_negatives(_ranked(), set(), 2.0, params, random.Random(3))
+    assert a == b and len(a) == 4
+    assert all(10 <= int(d[1:]) < 25 for d, _ in a)
+
+
+def test_mining_with_a_model_on_tiny_beir(tmp_path, tiny_beir, tiny_st_model_dir):
+    from densekit.data import load_beir
+    from densekit.encoder import Encoder
+    from training.mining import mine_hard_negatives, read_mined, write_mined
+    from training.pairs_data import pairs_from_beir
+
+    ds = load_beir(tiny_beir, "test")
+    enc = Encoder(str(tiny_st_model_dir), device="cpu")
+    params = MiningParams(rank_start=0, rank_end=6, margin=-10.0, num_negatives=3, sampling="top")
+    pairs, stats = mine_hard_negatives(enc, ds, pairs_from_beir(ds), params, progress=False)
+    assert stats.queries == 3
+    for p in pairs:
+        judged = {d for d, g in ds.qrels[p.qid].items() if g > 0}
+        assert p.neg_ids and not set(p.neg_ids) & judged
+        assert p.neg == [f"{ds.corpus[d]['title']} {ds.corpus[d]['text']}" for d in p.neg_ids]
+    path = write_mined(pairs, tmp_path / "mined.jsonl")
+    back = read_mined(path)
+    assert [(p.qid, p.neg_ids, p.pos) for p in back] == [(p.qid, p.neg_ids, p.pos) for p in pairs]
+
+
+@pytest.mark.parametrize("margin", [-10.0])
+def test_grade_zero_judgements_may_be_negatives(tiny_beir, tiny_st_model_dir, margin):
+    """q3 judges d1 with grade 0 (judged non-relevant): it is a fair negative."""
+    from densekit.data import load_beir
+    from densekit.encoder import Encoder
+    from training.mining import mine_hard_negatives
+    from training.pairs_data import pairs_from_beir
+
+    ds = load_beir(tiny_beir, "test")
+    enc = Encoder(str(tiny_st_model_dir), device="cpu")
+    params = MiningParams(rank_start=0, rank_end=6, margin=margin, num_negatives=6, sampling="top")
+    pairs, _ = mine_hard_negatives(enc, ds, pairs_from_beir(ds), params, progress=False)
+    q3 = next(p for p in pairs if p.qid == "q3")
+    assert "d1" in q3.neg_ids and "d2" not in q3.neg_ids

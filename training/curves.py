@@ -1,0 +1,60 @@
+"""Training logs and loss curves from a Hugging Face trainer's `state.log_history`.
+
+Shared by every trainer built on transformers' Trainer (sentence-transformers, CrossEncoder,
+plain Trainer): `write_training_log` keeps the per-step records as JSONL and
+`plot_loss_curve` draws the training loss (and any eval loss) as a PNG.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from densekit.atomic import write_bytes_atomic, write_text_atomic
+
+
+def loss_points(log_history: Iterable[dict[str, Any]], key: str = "loss") -> list[tuple[int, float]]:
+    return [(int(r["step"]), float(r[key])) for r in log_history if key in r and "step" in r]
+
+
+def write_training_log(log_history: Iterable[dict[str, Any]], path: str | Path) -> Path:
+    path = Path(path)
+    write_text_atomic(path, "".join(json.dumps(r, default=float) + "\n" for r in log_history))
+    return path
+
+
+def plot_loss_curve(log_history: list[dict[str, Any]], path: str | Path, title: str = "training loss", smooth: int = 0) -> Path | None:
+    """PNG of loss per step (raw, plus a moving average of `smooth` steps when > 1).
+    Returns None when the history holds no loss."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers
+    import matplotlib.pyplot as plt
+
+    train = loss_points(log_history, "loss")
+    evals = loss_points(log_history, "eval_loss")
+    if not train and not evals:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    if train:
+        xs, ys = zip(*train)
+        ax.plot(xs, ys, lw=0.8, alpha=0.5 if smooth > 1 else 1.0, label="train loss")
+        if smooth > 1 and len(ys) >= smooth:
+            avg = [sum(ys[i - smooth + 1 : i + 1]) / smooth for i in range(smooth - 1, len(ys))]
+            ax.plot(xs[smooth - 1 :], avg, lw=1.6, label=f"train loss ({smooth}-step mean)")
+    if evals:
+        xs, ys = zip(*evals)
+        ax.plot(xs, ys, "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+    return Path(path)

@@ -1,0 +1,76 @@
+"""YAML training configs -> pydantic models, and the resolved config every run writes.
+
+Shared by every `densekit train` command: a config is a pydantic model with
+`extra="forbid"`, so a typo is an error too; any validation problem becomes a
+`ConfigError` naming the dotted field (e.g. `loss.temperature`) before any work starts.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from densekit.atomic import write_text_atomic
+from densekit.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+RESOLVED_CONFIG = "resolved_config.yaml"
+
+
+def _field_name(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "<root>"
+
+
+def validate_config(model_cls: type[M], data: Any, source: str | None = None) -> M:
+    """Validate `data`; the first error becomes a ConfigError naming its field."""
+    if not isinstance(data, dict):
+        raise ConfigError("<root>", f"{source or 'config'} must be a mapping of fields, got {type(data).__name__}")
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = err.get("msg", "invalid value")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        where = f" (in {source})" if source else ""
+        raise ConfigError(_field_name(tuple(err.get("loc", ()))), f"{msg}{where}") from None
+
+
+def load_yaml_config(model_cls: type[M], path: str | Path, overrides: dict[str, Any] | None = None) -> M:
+    """Read YAML, apply dotted `overrides` ({"train.max_steps": 10}), validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("--config", f"file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError("--config", f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(dotted, f"cannot override: '{p}' is not a mapping")
+        node[leaf] = value
+    return validate_config(model_cls, data, str(path))
+
+
+def write_resolved_config(config: BaseModel, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write every field, defaults included, so the run can be repeated from this file alone."""
+    folder = Path(folder)
+    data = config.model_dump(mode="json")
+    header = {"written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(extra or {})}
+    text = "# resolved config: " + ", ".join(f"{k}={v}" for k, v in header.items()) + "\n"
+    text += yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    out = folder / RESOLVED_CONFIG
+    write_text_atomic(out, text)
+    return out

@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, action="append", default=[])
+    ap.add_argument("--dtype", action="append", default=[], help="float32 (default) and/or bfloat16 (CPUs with avx512_bf16)")
     args = ap.parse_args()
 
     from training.rerank import load_reranker
@@ -37,8 +38,8 @@ def main() -> None:
     results = []
     systems = [(n, "llm") for n in args.llm] + [(n, "cross-encoder") for n in args.cross_encoder]
     for name, kind in systems:
-        for ml in args.max_length or [None]:
-            rr = load_reranker(name, kind=kind, device="cpu", max_length=ml)
+        for ml, dt in [(m, d) for m in (args.max_length or [None]) for d in (args.dtype or ["float32"])]:
+            rr = load_reranker(name, kind=kind, device="cpu", max_length=ml, dtype=dt)
             toks = rr.count_tokens(query, docs)
             rr.score(query, docs[: args.batch_size], batch_size=args.batch_size)  # warm-up
             times = []
@@ -47,7 +48,7 @@ def main() -> None:
                 rr.score(query, docs, batch_size=args.batch_size)
                 times.append(time.perf_counter() - t)
             med = statistics.median(times)
-            row = {"system": name, "kind": kind, "max_length": rr.max_length, "pairs": len(docs), "mean_tokens": sum(toks) / len(toks), "median_s": round(med, 3), "pairs_per_s": round(len(docs) / med, 2), "times_s": [round(x, 3) for x in times]}
+            row = {"system": name, "kind": kind, "dtype": dt, "max_length": rr.max_length, "pairs": len(docs), "mean_tokens": sum(toks) / len(toks), "median_s": round(med, 3), "pairs_per_s": round(len(docs) / med, 2), "times_s": [round(x, 3) for x in times]}
             print(json.dumps(row), flush=True)
             results.append(row)
 

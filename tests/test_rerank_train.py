@@ -51,8 +51,8 @@ def test_bad_config_fails_before_work_naming_the_field(tmp_path, tiny_beir, caps
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("objective,lora", [("sft", True), ("cl", False)])
-def test_llm_reranker_trains_and_reloads(tmp_path, tiny_beir, tiny_llm_dir, tiny_st_model_dir, objective, lora):
+@pytest.mark.parametrize("objective,lora,bf16", [("sft", True, False), ("cl", False, True)])
+def test_llm_reranker_trains_and_reloads(tmp_path, tiny_beir, tiny_llm_dir, tiny_st_model_dir, objective, lora, bf16):
     from training.rerank import load_reranker
 
     data = _beir_with_train(tiny_beir)
@@ -66,7 +66,7 @@ def test_llm_reranker_trains_and_reloads(tmp_path, tiny_beir, tiny_llm_dir, tiny
         data={"beir": str(data)},
         negatives={"retriever": str(tiny_st_model_dir), "top_k": 4, "hard": 2, "random": 1},
         lora={"enabled": lora, "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-        train={"max_steps": 4, "queries_per_batch": 2, "learning_rate": 1e-2, "max_length": 96, "logging_steps": 2, "device": "cpu"},
+        train={"max_steps": 4, "queries_per_batch": 2, "learning_rate": 1e-2, "max_length": 96, "logging_steps": 2, "device": "cpu", "bf16": bf16},
         eval={"beir": str(data), "split": "test", "top_n": 4, "batch_size": 4},
     )
     assert _run_cli(["train", "reranker", "--config", str(cfg), "--no-progress"]) == 0

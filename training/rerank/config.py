@@ -81,6 +81,7 @@ class RerankTrainConfig(_Strict):
     batch_size: PositiveInt = Field(16, description="cross-encoder: (query, document) pairs per batch")
     logging_steps: PositiveInt = 5
     device: str = Field("auto", description="auto, cpu, cuda")
+    bf16: bool = Field(False, description="llm: bfloat16 autocast (weights and optimizer stay float32); ~2x faster on CPUs with avx512_bf16 and on recent GPUs")
 
 
 class RerankEvalConfig(_Strict):
@@ -91,6 +92,7 @@ class RerankEvalConfig(_Strict):
     max_queries: PositiveInt | None = Field(None, description="fixed subset of evaluation queries (the first N by sorted id)")
     before: bool = Field(True, description="also evaluate the base model before training")
     batch_size: PositiveInt = 8
+    dtype: str = Field("auto", description="reranker dtype at eval: auto (float32 on CPU), float32, bfloat16, float16")
 
 
 class RerankerRunConfig(_Strict):

@@ -59,6 +59,7 @@ def train_cross_encoder(cfg: RerankerRunConfig, groups: list[RerankGroup], model
         seed=cfg.seed,
         disable_tqdm=not progress,
         use_cpu=device == "cpu",
+        bf16=cfg.train.bf16,
         dataloader_num_workers=0,
     )
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train_ds, loss=loss)

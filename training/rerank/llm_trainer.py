@@ -86,7 +86,9 @@ def train_llm_reranker(cfg: RerankerRunConfig, groups: list[RerankGroup], model_
             for g in batch_groups:
                 pos, negs = g.sample(epoch_of_step, num_neg, rng)
                 seqs.extend(prompt.encode_many(g.query, [pos] + negs))
-            z = yes_no_logits(model, seqs, prompt.yes_id, prompt.no_id, pad_id).view(len(batch_groups), 1 + num_neg, 2)
+            with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=cfg.train.bf16):
+                z = yes_no_logits(model, seqs, prompt.yes_id, prompt.no_id, pad_id)
+            z = z.float().view(len(batch_groups), 1 + num_neg, 2)
             loss = loss_fn(z) / cfg.train.grad_accum
             loss.backward()
             step_loss += float(loss.detach())

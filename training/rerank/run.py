@@ -99,7 +99,7 @@ def train_reranker(cfg: RerankerRunConfig, resolve_data: Callable[[str], Path], 
         ds = load_beir(resolve_data(cfg.eval.beir), cfg.eval.split)
         first = _eval_first_stage(cfg, ds, progress)
         if cfg.eval.before:
-            base = load_reranker(cfg.base_model(), kind=cfg.kind, device=cfg.train.device, max_length=cfg.train.max_length)
+            base = load_reranker(cfg.base_model(), kind=cfg.kind, device=cfg.train.device, dtype=cfg.eval.dtype, max_length=cfg.train.max_length)
             summary["eval_before"] = run_eval(cfg, base, ds, first, out / "eval_before", progress)
             _log("eval before: " + json.dumps(summary["eval_before"]))
             del base
@@ -121,7 +121,7 @@ def train_reranker(cfg: RerankerRunConfig, resolve_data: Callable[[str], Path], 
     _log(f"trained in {summary['train_s']} s -> {model_dir}")
 
     if ds is not None:
-        trained = load_reranker(str(model_dir), kind=cfg.kind, device=cfg.train.device)
+        trained = load_reranker(str(model_dir), kind=cfg.kind, device=cfg.train.device, dtype=cfg.eval.dtype)
         summary["eval_after"] = run_eval(cfg, trained, ds, first, out / "eval_after", progress)
         _log("eval after: " + json.dumps(summary["eval_after"]))
     summary["model_dir"] = str(model_dir)

@@ -1,11 +1,16 @@
 """Score calibration for the AUC story: where should a RAG pipeline cut to say "no good
 document"?
 
-On the pooled pairs of the global AUC (every judged-relevant document's score against the
-top-N retrieved non-relevant documents of every query), precision(t) is the share of
-relevant pairs among the pairs scoring at least t. The threshold that keeps a chosen
-precision is the lowest t whose precision reaches it (so recall is as high as it can be);
-it is an estimate from judged data, and only as good as the judgements are complete.
+Two populations of (score, relevant?) pairs, pooled over queries:
+- the global AUC's pairs: every judged-relevant document against the top-N retrieved
+  non-relevant documents of every query (what the ROC and the histogram show);
+- the top `depth` retrieved documents of every query, labelled by the qrels (unjudged counts
+  as non-relevant): what a pipeline that takes the top hit(s) and filters them by score sees.
+
+precision(t) is the share of relevant pairs among the pairs scoring at least t. The
+threshold that keeps a chosen precision is the lowest t whose precision reaches it (so
+recall is as high as it can be). It is an estimate from judged data, only as good as the
+judgements are complete.
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from eval.trec import Run, trec_order
 
 
 @dataclass
@@ -56,3 +63,13 @@ def threshold_for_precision(pos: np.ndarray, neg: np.ndarray, target: float = 0.
         negatives_kept=float(fp[i] / len(neg)) if len(neg) else 0.0,
         **base,
     )
+
+
+def top_k_pairs(qrels: dict[str, dict[str, int]], run: Run, depth: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(scores of relevant, scores of non-relevant) among each judged query's top `depth` hits."""
+    pos: list[float] = []
+    neg: list[float] = []
+    for qid, judged in qrels.items():
+        for did, score in trec_order(run.get(qid, {}))[:depth]:
+            (pos if judged.get(did, 0) > 0 else neg).append(score)
+    return np.array(pos, dtype=np.float64), np.array(neg, dtype=np.float64)

@@ -52,19 +52,24 @@ def plot_recall(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
     return _save(fig, path)
 
 
-def plot_calibration(pos: np.ndarray, neg: np.ndarray, path: str | Path, title: str, threshold: float | None = None, target: float | None = None) -> Path:
-    """Histograms (densities) of relevant vs non-relevant pooled scores, with the threshold."""
+def plot_calibration(panels: list[tuple[str, np.ndarray, np.ndarray, float | None]], path: str | Path, title: str, target: float) -> Path:
+    """Side-by-side histograms (densities) of relevant vs non-relevant scores, one panel per
+    population (title, relevant scores, non-relevant scores, threshold keeping `target`)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    both = np.concatenate([pos, neg]) if len(pos) + len(neg) else np.array([0.0, 1.0])
-    bins = np.linspace(float(both.min()), float(both.max()) + 1e-9, 60)
-    if len(neg):
-        ax.hist(neg, bins=bins, density=True, alpha=0.55, color="tab:red", label=f"retrieved non-relevant (n={len(neg)})")
-    if len(pos):
-        ax.hist(pos, bins=bins, density=True, alpha=0.55, color="tab:green", label=f"relevant (n={len(pos)})")
-    if threshold is not None:
-        ax.axvline(threshold, c="k", ls="--", lw=1.2, label=f"precision >= {target:g} at score >= {threshold:.3f}")
-    ax.set(xlabel="score", ylabel="density", title=title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, (name, pos, neg, threshold) in zip(axes[0], panels):
+        both = np.concatenate([pos, neg]) if len(pos) + len(neg) else np.array([0.0, 1.0])
+        bins = np.linspace(float(both.min()), float(both.max()) + 1e-9, 60)
+        if len(neg):
+            ax.hist(neg, bins=bins, density=True, alpha=0.55, color="tab:red", label=f"non-relevant (n={len(neg)})")
+        if len(pos):
+            ax.hist(pos, bins=bins, density=True, alpha=0.55, color="tab:green", label=f"relevant (n={len(pos)})")
+        if threshold is not None:
+            ax.axvline(threshold, c="k", ls="--", lw=1.2, label=f"precision >= {target:g} at score >= {threshold:.3f}")
+        else:
+            ax.plot([], [], " ", label=f"no cut reaches precision {target:g}")
+        ax.set(xlabel="score", ylabel="density", title=name)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
     return _save(fig, path)

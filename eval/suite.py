@@ -27,7 +27,7 @@ import numpy as np
 
 from densekit.errors import ConfigError, DatasetNotFoundError, ModelLoadError
 from eval.auc import AucPairs, collect_pairs
-from eval.calibration import Calibration, threshold_for_precision
+from eval.calibration import Calibration, threshold_for_precision, top_k_pairs
 from eval.curves import pooled_scores, recall_curve, roc_points
 from eval.evaluate import exact_positive_scores, retrieve, score_run
 from eval.metrics import drop_identical_ids
@@ -52,6 +52,7 @@ class CellResult:
     info: dict[str, Any]
     first_stage: dict[str, float] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    calibration_top: Calibration | None = None  # over each query's top calibration_depth hits
     recall_curve: tuple[np.ndarray, np.ndarray] | None = None  # (k, mean Recall@k)
     roc: tuple[np.ndarray, np.ndarray] | None = None  # (fpr, tpr) of the pooled pairs
 
@@ -213,11 +214,16 @@ def evaluate_cell(
     pairs = collect_pairs(ds.qrels, scored_run, pos, suite.auc_negatives)
     p, n = pooled_scores(pairs)
     calib = threshold_for_precision(p, n, suite.precision_target)
+    calib_top = threshold_for_precision(*top_k_pairs(ds.qrels, scored_run, suite.calibration_depth), suite.precision_target)
     curve = recall_curve(ds.qrels, scored_run, suite.top_k)
     roc = roc_points(p, n)
     info["timings_s"]["metrics_s"] = time.perf_counter() - t0
     info["timings_s"]["total_s"] = time.perf_counter() - t_start
-    return CellResult(label, name, metrics, per_query, run, pairs, calib, info, first_stage_metrics, info["timings_s"], curve, roc)
+    return CellResult(label, name, metrics, per_query, run, pairs, calib, info, first_stage_metrics, info["timings_s"], calib_top, curve, roc)
+
+
+def calibration_dict(cell: CellResult, depth: int) -> dict[str, Any]:
+    return {"auc_pairs": cell.calibration.to_dict(), f"top{depth}": cell.calibration_top.to_dict() if cell.calibration_top else None}
 
 
 # ---- the suite ------------------------------------------------------------------------
@@ -294,10 +300,12 @@ def run_suite(suite: SuiteConfig, out: str | Path, settings=None, device: str | 
                 raise ConfigError(f"configurations.{j}.reranker", str(exc)) from None
     cells: dict[str, dict[str, CellResult]] = {}
     counts: dict[str, dict] = {}
+    qrels_of: dict[str, dict] = {}
     t_suite = time.perf_counter()
     for spec, label, folder in datasets:
         ds = load_beir(folder, spec.split)
         counts[label] = {"split": spec.split, "folder": str(folder), **ds.counts}
+        qrels_of[label] = ds.qrels
         cells[label] = {}
         for name, cfg in named:
             if cfg.first_stage() in ("index", "endpoint") and cfg.resolve(cfg.first_stage(), label) is None:
@@ -311,7 +319,7 @@ def run_suite(suite: SuiteConfig, out: str | Path, settings=None, device: str | 
         res.first_stage = {k: v for k, v in res.first_stage.items() if k[0] != label}
     from eval.suite_report import write_suite_report
 
-    summary = write_suite_report(out, suite, named, cells, counts, time.perf_counter() - t_suite)
+    summary = write_suite_report(out, suite, named, cells, counts, time.perf_counter() - t_suite, qrels_of)
     return SuiteResult(out, cells, summary)
 
 
@@ -323,7 +331,7 @@ def _write_cell(out: Path, cell: CellResult, spec: DatasetSpec, suite: SuiteConf
         **{k: v for k, v in cell.info.items() if k != "timings_s"},
         "top_k": suite.top_k,
         "timings_s": {k: round(v, 3) for k, v in cell.timings.items()},
-        "calibration": cell.calibration.to_dict(),
+        "calibration": calibration_dict(cell, suite.calibration_depth),
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if cell.first_stage is not None:

@@ -98,6 +98,7 @@ class SuiteConfig(BaseModel):
     top_k: int = Field(1000, ge=1, description="documents retrieved per query")
     auc_negatives: int = Field(500, ge=1, description="top-N retrieved non-relevant documents used as AUC negatives")
     precision_target: float = Field(0.9, gt=0, le=1, description="calibration: the score threshold keeping this precision")
+    calibration_depth: int = Field(1, ge=1, description="calibration: also over each query's top-N hits (1: is the top hit good?)")
     significance_metric: str = Field("ndcg@10", description="metric of the paired tests against the first configuration")
     plots: bool = Field(True, description="write ROC, Recall@k and calibration PNGs")
     out: str | None = Field(None, description="report folder (the CLI's --out wins)")

@@ -77,7 +77,7 @@ def significance_tests(cells, names: list[str], metric: str) -> dict[str, dict[s
     return out
 
 
-def _plots(out: Path, cells, suite) -> dict[str, dict[str, Any]]:
+def _plots(out: Path, cells, suite, qrels_of: dict[str, dict]) -> dict[str, dict[str, Any]]:
     from eval.plots import plot_calibration, plot_recall, plot_roc
     from eval.suite import safe_name
 
@@ -95,9 +95,16 @@ def _plots(out: Path, cells, suite) -> dict[str, dict[str, Any]]:
         entry["calibration"] = {}
         from eval.curves import pooled_scores
 
+        from eval.calibration import top_k_pairs
+
         for c, cell in by_cfg.items():
             p, n = pooled_scores(cell.pairs)
-            path = plot_calibration(p, n, pdir / f"calibration_{d}_{safe_name(c)}.png", f"{dname} / {c}: pooled scores", cell.calibration.threshold, suite.precision_target)
+            tp, tn = top_k_pairs(qrels_of[dname], cell.run, suite.calibration_depth)
+            panels = [
+                (f"global AUC pairs (top-{suite.auc_negatives} non-relevant per query)", p, n, cell.calibration.threshold),
+                (f"each query's top {suite.calibration_depth} hit(s)", tp, tn, cell.calibration_top.threshold if cell.calibration_top else None),
+            ]
+            path = plot_calibration(panels, pdir / f"calibration_{d}_{safe_name(c)}.png", f"{dname} / {c}: score distributions", suite.precision_target)
             entry["calibration"][c] = str(path.relative_to(out))
         written[dname] = entry
     return written
@@ -119,19 +126,19 @@ def _public_config(suite, exclude_none: bool = False) -> dict[str, Any]:
     return d
 
 
-def write_suite_report(out: Path, suite, named, cells, counts: dict[str, dict], total_s: float) -> dict[str, Any]:
+def write_suite_report(out: Path, suite, named, cells, counts: dict[str, dict], total_s: float, qrels_of: dict[str, dict]) -> dict[str, Any]:
     import yaml
 
     out.mkdir(parents=True, exist_ok=True)
     names = [n for n, _ in named]
     sig = significance_tests(cells, names, suite.significance_metric)
-    plots = _plots(out, cells, suite) if suite.plots else {}
+    plots = _plots(out, cells, suite, qrels_of) if suite.plots else {}
     averages = {}
     for n in names:
         avg, k = average_metrics(cells, n)
         if k:
             averages[n] = {"datasets": k, "metrics": avg}
-    from eval.suite import safe_name
+    from eval.suite import calibration_dict, safe_name
 
     summary = {
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -145,7 +152,7 @@ def write_suite_report(out: Path, suite, named, cells, counts: dict[str, dict], 
                     cname: {
                         "metrics": cell.metrics,
                         "first_stage": cell.first_stage,
-                        "calibration": cell.calibration.to_dict(),
+                        "calibration": calibration_dict(cell, suite.calibration_depth),
                         "info": {k: v for k, v in cell.info.items() if k != "timings_s"},
                         "timings_s": {k: round(v, 3) for k, v in cell.timings.items()},
                         "run_dir": f"runs/{safe_name(dname)}/{safe_name(cname)}",
@@ -204,11 +211,14 @@ def markdown_suite(summary: dict[str, Any], names: list[str]) -> str:
             for n, t in tests.items():
                 d_ = "-" if t["cohens_d"] is None else f"{t['cohens_d']:.3f}"
                 lines.append(f"| {n} | {t['mean_diff']:+.4f} | {d_} | {t['wins']}/{t['ties']}/{t['losses']} | {t['p_randomisation']:.4g} | {t['p_ttest']:.4g} |")
-        lines += ["", f"Calibration (pooled pairs; threshold keeping precision >= {summary['config']['precision_target']}):", ""]
-        lines += ["| configuration | threshold | precision | recall | relevant mean | non-relevant mean |", "|---|---|---|---|---|---|"]
+        depth = summary["config"]["calibration_depth"]
+        lines += ["", f"Calibration: the lowest score keeping precision >= {summary['config']['precision_target']} (recall = share of relevant pairs kept):", ""]
+        lines += ["| configuration | pairs | threshold | precision | recall | relevant mean | non-relevant mean |", "|---|---|---|---|---|---|---|"]
         for n in present:
-            c = res[n]["calibration"]
-            lines.append(f"| {n} | {_fmt(c['threshold'])} | {_fmt(c['precision'])} | {_fmt(c['recall'])} | {_fmt(c['pos_mean'])} | {_fmt(c['neg_mean'])} |")
+            for kind, label in (("auc_pairs", "global AUC pairs"), (f"top{depth}", f"top {depth} hit(s)")):
+                c = res[n]["calibration"].get(kind)
+                if c:
+                    lines.append(f"| {n} | {label} | {_fmt(c['threshold'])} | {_fmt(c['precision'])} | {_fmt(c['recall'])} | {_fmt(c['pos_mean'])} | {_fmt(c['neg_mean'])} |")
         p = summary.get("plots", {}).get(dname)
         if p:
             lines += ["", f"![ROC {dname}]({p['roc']}) ![Recall@k {dname}]({p['recall']})"]

@@ -138,6 +138,14 @@ def test_calibration_threshold_known_answer():
     c = threshold_for_precision(pos, neg, 0.8)
     assert c.threshold == 0.9 and c.recall == pytest.approx(1 / 3)
     assert threshold_for_precision(np.array([0.1]), np.array([0.5, 0.9]), 0.9).threshold is None
+    from eval.calibration import top_k_pairs
+
+    run = {"q1": {"a": 0.9, "b": 0.8}, "q2": {"c": 0.7, "d": 0.95}, "q3": {"e": 0.5}}
+    qrels = {"q1": {"a": 1}, "q2": {"c": 1, "d": 0}}
+    pos, neg = top_k_pairs(qrels, run, 1)
+    assert pos.tolist() == [0.9] and neg.tolist() == [0.95]
+    pos, neg = top_k_pairs(qrels, run, 2)
+    assert sorted(pos.tolist()) == [0.7, 0.9] and sorted(neg.tolist()) == [0.8, 0.95]
 
 
 def test_recall_curve_and_roc_match_references():

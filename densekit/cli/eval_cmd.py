@@ -43,6 +43,7 @@ def evaluate(
     endpoint_rerank: bool = typer.Option(False, "--endpoint-rerank", help="ask the --endpoint server to rerank with its own reranker (rerank: true)"),
     endpoint_concurrency: int = typer.Option(4, "--endpoint-concurrency", min=1, help="parallel /search requests"),
     precision_target: float = typer.Option(0.9, "--precision-target", help="calibration: report the score threshold that keeps this precision"),
+    calibration_depth: int = typer.Option(1, "--calibration-depth", min=1, help="calibration: also over each query's top-N hits (1: is the top hit good?)"),
     no_plots: bool = typer.Option(False, "--no-plots", help="multi-run report without PNG plots"),
 ) -> None:
     """Evaluate a model, index or server on one or several datasets; prints the headline metrics."""
@@ -55,7 +56,7 @@ def evaluate(
             raise typer.BadParameter("--rerank works with one --data and one model or index", param_hint="--rerank")
         _evaluate_suite(
             config, data, split, model, index, endpoint, out, top_k, ignore_identical_ids, auc_negatives, device,
-            api_key, endpoint_rerank, endpoint_concurrency, precision_target, no_plots,
+            api_key, endpoint_rerank, endpoint_concurrency, precision_target, calibration_depth, no_plots,
         )
         return
     if not data or not out:
@@ -107,7 +108,7 @@ def evaluate(
         _rerank_stage(rerank, rerank_top_n, ds, outcome.run, out, device or s.device)
 
 
-def _suite_from_flags(data, split, model, index, endpoint, top_k, ignore_identical_ids, auc_negatives, api_key, endpoint_rerank, precision_target, no_plots):
+def _suite_from_flags(data, split, model, index, endpoint, top_k, ignore_identical_ids, auc_negatives, api_key, endpoint_rerank, precision_target, calibration_depth, no_plots):
     from eval.suite_config import suite_from_dict
 
     if not data:
@@ -128,12 +129,13 @@ def _suite_from_flags(data, split, model, index, endpoint, top_k, ignore_identic
             "top_k": top_k,
             "auc_negatives": auc_negatives,
             "precision_target": precision_target,
+            "calibration_depth": calibration_depth,
             "plots": not no_plots,
         }
     )
 
 
-def _evaluate_suite(config, data, split, model, index, endpoint, out, top_k, ignore_identical_ids, auc_negatives, device, api_key, endpoint_rerank, endpoint_concurrency, precision_target, no_plots) -> None:
+def _evaluate_suite(config, data, split, model, index, endpoint, out, top_k, ignore_identical_ids, auc_negatives, device, api_key, endpoint_rerank, endpoint_concurrency, precision_target, calibration_depth, no_plots) -> None:
     from eval.suite import run_suite
     from eval.suite_config import load_suite_config
 
@@ -142,7 +144,7 @@ def _evaluate_suite(config, data, split, model, index, endpoint, out, top_k, ign
         if data or model or index or endpoint:
             raise typer.BadParameter("--config already names datasets and configurations; drop --data/--model/--index/--endpoint", param_hint="--config")
     else:
-        suite = _suite_from_flags(data, split, model, index, endpoint, top_k, ignore_identical_ids, auc_negatives, api_key, endpoint_rerank, precision_target, no_plots)
+        suite = _suite_from_flags(data, split, model, index, endpoint, top_k, ignore_identical_ids, auc_negatives, api_key, endpoint_rerank, precision_target, calibration_depth, no_plots)
     out = out or (Path(suite.out) if suite.out else None)
     if out is None:
         raise typer.BadParameter("--out is required", param_hint="--out")
@@ -165,7 +167,7 @@ def _evaluate_single_cell(suite, out: Path, device, endpoint_concurrency: int) -
     """One dataset, one configuration (e.g. `--endpoint URL`): the single-run report layout."""
     from densekit.data import load_beir
     from eval.report import HEADLINE, write_report
-    from eval.suite import _Resources, evaluate_cell, validate_suite
+    from eval.suite import _Resources, calibration_dict, evaluate_cell, validate_suite
 
     s = settings()
     (spec, label, folder), = validate_suite(suite, s)
@@ -180,7 +182,7 @@ def _evaluate_single_cell(suite, out: Path, device, endpoint_concurrency: int) -
         **{k: v for k, v in cell.info.items() if k != "timings_s"},
         "top_k": suite.top_k,
         "counts": ds.counts,
-        "calibration": cell.calibration.to_dict(),
+        "calibration": calibration_dict(cell, suite.calibration_depth),
         "timings_s": {"load_data_s": round(load_s, 3), **{k: round(v, 3) for k, v in cell.timings.items()}},
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

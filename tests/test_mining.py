@@ -78,3 +78,24 @@ def test_grade_zero_judgements_may_be_negatives(tiny_beir, tiny_st_model_dir, ma
     pairs, _ = mine_hard_negatives(enc, ds, pairs_from_beir(ds), params, progress=False)
     q3 = next(p for p in pairs if p.qid == "q3")
     assert "d1" in q3.neg_ids and "d2" not in q3.neg_ids
+
+
+@pytest.mark.parametrize("fill", ["random", "none"])
+def test_short_queries_are_topped_up_with_random_non_positives(tiny_beir, tiny_st_model_dir, fill):
+    """A margin that rejects every candidate leaves queries short; 'random' fills them."""
+    from densekit.data import load_beir
+    from densekit.encoder import Encoder
+    from training.mining import mine_hard_negatives
+    from training.pairs_data import pairs_from_beir
+
+    ds = load_beir(tiny_beir, "test")
+    enc = Encoder(str(tiny_st_model_dir), device="cpu")
+    params = MiningParams(rank_start=0, rank_end=6, margin=10.0, num_negatives=2, sampling="top", fill_short=fill)
+    pairs, stats = mine_hard_negatives(enc, ds, pairs_from_beir(ds), params, progress=False)
+    assert stats.queries_short == 3 and stats.skipped_margin > 0
+    for p in pairs:
+        judged = {d for d, g in ds.qrels[p.qid].items() if g > 0}
+        assert not set(p.neg_ids) & judged
+        assert len(p.neg_ids) == (2 if fill == "random" else 0)
+        assert len(set(p.neg_ids)) == len(p.neg_ids)
+    assert stats.filled_random == (6 if fill == "random" else 0)

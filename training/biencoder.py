@@ -107,7 +107,7 @@ def collect_pairs(cfg: BiEncoderRunConfig, folders: dict[str, Path], base_model_
                 t0 = time.perf_counter()
                 enc = Encoder(base_model_path, device=device, batch_size=cfg.mining.batch_size, max_seq_length=cfg.eval.max_seq_length)
                 mc = cfg.mining
-                params = MiningParams(mc.rank_start, mc.rank_end, mc.margin, mc.num_negatives, mc.sampling, cfg.seed)
+                params = MiningParams(mc.rank_start, mc.rank_end, mc.margin, mc.num_negatives, mc.sampling, cfg.seed, mc.fill_short)
                 beir_pairs, stats = mine_hard_negatives(enc, ds, beir_pairs, params, progress=progress)
                 path = write_mined(beir_pairs, out_dir / "hard_negatives.jsonl")
                 notes["mining"] = {**stats.as_dict(), "file": str(path), "seconds": round(time.perf_counter() - t0, 1)}
@@ -210,7 +210,7 @@ def train_model(cfg: BiEncoderRunConfig, base_path: str, device: str, train_ds, 
         num_train_epochs=tc.epochs,
         max_steps=tc.max_steps if tc.max_steps else -1,
         learning_rate=tc.learning_rate,
-        warmup_ratio=tc.warmup_ratio,
+        warmup_steps=tc.warmup_ratio,  # transformers 5: a float < 1 is a ratio of all steps
         weight_decay=tc.weight_decay,
         lr_scheduler_type=tc.lr_scheduler,
         seed=cfg.seed,

@@ -51,6 +51,7 @@ class MiningConfig(_Strict):
     margin: float = Field(0.05, ge=0, description="skip candidates scoring above (best positive score - margin): likely unjudged positives")
     num_negatives: int = Field(4, ge=1, le=256, description="negatives kept per query in the mined file")
     sampling: Literal["random", "top"] = Field("random", description="draw from the window at random (seeded) or take its top")
+    fill_short: Literal["random", "none"] = Field("random", description="queries left with too few negatives get random corpus documents (none: they are dropped when data.num_negatives > 0)")
     reuse: str | None = Field(None, description="load this mined JSONL instead of mining again")
     batch_size: PositiveInt = Field(64, description="encoding batch size")
 

@@ -29,6 +29,7 @@ class MiningParams:
     num_negatives: int = 4
     sampling: str = "random"
     seed: int = 0
+    fill_short: str = "random"  # "random": top up with random corpus documents; "none": leave short
 
 
 @dataclass
@@ -38,6 +39,7 @@ class MiningStats:
     skipped_judged: int = 0
     skipped_margin: int = 0
     queries_short: int = 0  # fewer than num_negatives survived the filters
+    filled_random: int = 0  # random corpus documents added to short queries
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -106,6 +108,13 @@ def mine_hard_negatives(
         chosen = select_negatives(ranked, positives, best_pos, params, rng, stats)
         if len(chosen) < params.num_negatives:
             stats.queries_short += 1
+            if params.fill_short == "random":
+                # A query whose positive ranks below the window loses every candidate to the
+                # margin; dropping it would drop exactly the hardest queries, so it gets random
+                # (easy, but never judged-positive) documents instead.
+                extra = _random_fill(doc_ids, positives | {d for d, _ in chosen}, params.num_negatives - len(chosen), rng)
+                stats.filled_random += len(extra)
+                chosen += extra
         stats.queries += 1
         stats.negatives += len(chosen)
         neg_ids = [d for d, _ in chosen]
@@ -120,6 +129,18 @@ def mine_hard_negatives(
             )
         )
     return out, stats
+
+
+def _random_fill(doc_ids: list[str], exclude: set[str], n: int, rng: random.Random) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    for _ in range(20 * n):  # rejection sampling: the excluded set is tiny next to the corpus
+        if len(out) == n:
+            break
+        d = doc_ids[rng.randrange(len(doc_ids))]
+        if d not in exclude:
+            exclude = exclude | {d}
+            out.append((d, float("nan")))
+    return out
 
 
 def write_mined(pairs: list[BeirPair], path: str | Path) -> Path:

@@ -41,6 +41,7 @@ def mine(
     num_negatives: int = typer.Option(4, "--num-negatives", help="negatives kept per query"),
     sampling: str = typer.Option("random", "--sampling", help="random (seeded) or top"),
     seed: int = typer.Option(42, "--seed"),
+    fill_short: str = typer.Option("random", "--fill-short", help="random: top up queries left short with random corpus documents; none: leave them short"),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda"),
 ) -> None:
     """Mine hard negatives for a BEIR split with a bi-encoder and faiss; never a judged positive."""
@@ -57,7 +58,7 @@ def mine(
         raise ConfigError("--sampling", "use random or top")
     ds = load_beir(resolve_data(data), split)
     enc = Encoder(model, device=device or "auto")
-    pairs, stats = mine_hard_negatives(enc, ds, pairs_from_beir(ds, seed=seed), MiningParams(rank_start, rank_end, margin, num_negatives, sampling, seed))
+    pairs, stats = mine_hard_negatives(enc, ds, pairs_from_beir(ds, seed=seed), MiningParams(rank_start, rank_end, margin, num_negatives, sampling, seed, fill_short))
     write_mined(pairs, out)
     console.print(f"mined {stats.negatives} negatives for {stats.queries} queries -> {out} ({stats.as_dict()})")
 

@@ -204,6 +204,14 @@ def test_reranked_configuration_reports_both_stages(tiny_beir, tiny_st_model_dir
     metrics, _ = score_run(ds.qrels, again)
     for k in ("ndcg@10", "mrr@10", "recall@10"):
         assert res["dense+llm"]["metrics"][k] == pytest.approx(metrics[k], abs=1e-5)
+    # Flags: --rerank gives each first stage a reranked twin, on every dataset.
+    shutil.copytree(tiny_beir, tmp_path / "copy")
+    r = runner.invoke(app, ["eval", "--data", str(tiny_beir), "--data", str(tmp_path / "copy"), "--model", str(tiny_st_model_dir), "--rerank", str(tiny_llm_dir), "--rerank-top-n", "4", "--out", str(tmp_path / "f"), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    flags = json.loads((tmp_path / "f" / "suite.json").read_text())["datasets"]["tiny"]["results"]
+    assert len(flags) == 2
+    twin = next(v for v in flags.values() if v["first_stage"])
+    assert twin["metrics"]["ndcg@10"] == pytest.approx(res["dense+llm"]["metrics"]["ndcg@10"], abs=1e-6)
     # A reranker that cannot load fails before any work, naming the field.
     cfg["configurations"][1]["reranker"] = str(tmp_path / "nope")
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))

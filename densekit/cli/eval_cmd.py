@@ -52,11 +52,12 @@ def evaluate(
     data, model, index, endpoint = list(data or []), list(model or []), list(index or []), list(endpoint or [])
     n_configs = len(index) + len(endpoint) + (0 if index else len(model))
     if config is not None or len(data) > 1 or n_configs > 1 or endpoint:
-        if rerank:
-            raise typer.BadParameter("--rerank works with one --data and one model or index", param_hint="--rerank")
+        if rerank and config is not None:
+            raise typer.BadParameter("with --config, give rerankers in the YAML (reranker, rerank_top_n)", param_hint="--rerank")
         _evaluate_suite(
             config, data, split, model, index, endpoint, out, top_k, ignore_identical_ids, auc_negatives, device,
             api_key, endpoint_rerank, endpoint_concurrency, precision_target, calibration_depth, no_plots,
+            rerank=rerank, rerank_top_n=rerank_top_n,
         )
         return
     if not data or not out:
@@ -108,7 +109,7 @@ def evaluate(
         _rerank_stage(rerank, rerank_top_n, ds, outcome.run, out, device or s.device)
 
 
-def _suite_from_flags(data, split, model, index, endpoint, top_k, ignore_identical_ids, auc_negatives, api_key, endpoint_rerank, precision_target, calibration_depth, no_plots):
+def _suite_from_flags(data, split, model, index, endpoint, top_k, ignore_identical_ids, auc_negatives, api_key, endpoint_rerank, precision_target, calibration_depth, no_plots, rerank=None, rerank_top_n=100):
     from eval.suite_config import suite_from_dict
 
     if not data:
@@ -122,6 +123,12 @@ def _suite_from_flags(data, split, model, index, endpoint, top_k, ignore_identic
         configs.append({"endpoint": url, "api_key": api_key, **({"reranker": "server"} if endpoint_rerank else {})})
     if not configs:
         configs = [{}]  # the default model
+    if rerank:
+        # Each in-process first stage gets a reranked twin; they share one retrieval.
+        twins = [{**c, "reranker": rerank, "rerank_top_n": rerank_top_n} for c in configs if "endpoint" not in c]
+        if not twins:
+            raise typer.BadParameter("--rerank reranks in-process first stages; to use a server's reranker pass --endpoint-rerank", param_hint="--rerank")
+        configs += twins
     return suite_from_dict(
         {
             "datasets": [{"name": d, "split": split, "ignore_identical_ids": ignore_identical_ids} for d in data],
@@ -135,7 +142,7 @@ def _suite_from_flags(data, split, model, index, endpoint, top_k, ignore_identic
     )
 
 
-def _evaluate_suite(config, data, split, model, index, endpoint, out, top_k, ignore_identical_ids, auc_negatives, device, api_key, endpoint_rerank, endpoint_concurrency, precision_target, calibration_depth, no_plots) -> None:
+def _evaluate_suite(config, data, split, model, index, endpoint, out, top_k, ignore_identical_ids, auc_negatives, device, api_key, endpoint_rerank, endpoint_concurrency, precision_target, calibration_depth, no_plots, rerank=None, rerank_top_n=100) -> None:
     from eval.suite import run_suite
     from eval.suite_config import load_suite_config
 
@@ -144,7 +151,7 @@ def _evaluate_suite(config, data, split, model, index, endpoint, out, top_k, ign
         if data or model or index or endpoint:
             raise typer.BadParameter("--config already names datasets and configurations; drop --data/--model/--index/--endpoint", param_hint="--config")
     else:
-        suite = _suite_from_flags(data, split, model, index, endpoint, top_k, ignore_identical_ids, auc_negatives, api_key, endpoint_rerank, precision_target, calibration_depth, no_plots)
+        suite = _suite_from_flags(data, split, model, index, endpoint, top_k, ignore_identical_ids, auc_negatives, api_key, endpoint_rerank, precision_target, calibration_depth, no_plots, rerank, rerank_top_n)
     out = out or (Path(suite.out) if suite.out else None)
     if out is None:
         raise typer.BadParameter("--out is required", param_hint="--out")

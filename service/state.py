@@ -36,8 +36,26 @@ class ServiceState:
         return self.encoder is not None and (self.settings.index_dir is None or self.index is not None) and self.embed is not None
 
 
+def cpu_threads(settings: Settings) -> int:
+    """Intra-op threads for CPU inference. One core is left to the event loop and tokenising:
+    OpenMP threads spin while they wait for each other, so a forward pass that shares its
+    cores with the HTTP thread was measured several times slower here (BENCHMARKS.md)."""
+    if settings.torch_threads:
+        return settings.torch_threads
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
+
+
 def load_state(settings: Settings) -> ServiceState:
     state = ServiceState(settings)
+    from densekit.devices import resolve_device
+
+    if resolve_device(settings.device) == "cpu":
+        import torch
+
+        torch.set_num_threads(cpu_threads(settings))
     model = settings.model
     if settings.index_dir is not None:
         if settings.allow_updates:

@@ -71,3 +71,65 @@ def make_state(settings, encoder, reranker=None, read_only: bool = False):
             state.live = LiveIndex.open(settings.index_dir, settings.wal_dir)
             state.index = state.live.index
     return state
+
+
+def tiny_cross_encoder(out: Path, tokenizer_src: str) -> Path:
+    """A random 2-layer BERT sequence classifier with one label: a real cross-encoder that
+    `load_reranker` loads like any hub model, small enough for tests."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_src)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=512, num_labels=1)
+    torch.manual_seed(0)
+    BertForSequenceClassification(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def synthetic_docs(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
+    import random
+
+    rng = random.Random(seed)
+    words = "dense retrieval vector index query document faiss embedding model search rank protein cell gene effect study".split()
+    return [(f"s{i}", f"title {i}", " ".join(rng.choice(words) for _ in range(rng.randint(5, 30)))) for i in range(n)]
+
+
+class ServerProcess:
+    """`densekit serve` as a real process on 127.0.0.1 (uvicorn), for load and crash tests."""
+
+    def __init__(self, *args: str, log_path: Path | None = None):
+        import subprocess
+        import sys
+
+        from tests.conftest import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "densekit.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *args]
+        self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server not ready")
+
+    def stop(self, kill: bool = False, timeout: float = 60) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        return self.proc.wait(timeout)

@@ -30,6 +30,7 @@ LIMIT_FIELDS = (
     "snapshot_every",
     "snapshot_interval_s",
     "graceful_shutdown_s",
+    "torch_threads",
 )
 
 

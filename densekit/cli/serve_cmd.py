@@ -85,6 +85,9 @@ def serve(
         if value is not None:
             os.environ[f"DENSEKIT_{name}"] = str(value)
     s = Settings()  # validates every value before anything loads
+    # Tokenisers' thread pool would compete with the forward pass's threads for the same
+    # cores (and spin while idle); requests are tokenised one batch at a time anyway.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if s.workers > 1 and s.allow_updates and s.index_dir is not None:
         raise ConfigError("workers", "live document updates need one process (--workers 1); with several workers pass --read-only")
     configure_logging(log_level, json_lines=s.log_json)

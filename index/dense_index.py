@@ -63,19 +63,33 @@ class DenseIndex:
         build_params: dict[str, Any] | None = None,
         search_params: dict[str, Any] | None = None,
         docstore_path: Path | None = None,
+        trained_index: faiss.Index | None = None,
     ) -> "DenseIndex":
         """Index `vectors` (row i is document doc_ids[i]); the docstore goes to a temp file
-        unless `docstore_path` is given, and moves with `save`."""
+        unless `docstore_path` is given, and moves with `save`. `trained_index` is an empty,
+        already trained faiss index to fill instead of training one (Distill-VQ's export)."""
         if vectors.shape[0] != len(doc_ids):
             raise InvalidInputError(f"{vectors.shape[0]} vectors for {len(doc_ids)} documents")
         if vectors.ndim != 2 or vectors.shape[1] != encoder_spec.dim:
             raise IndexMismatchError(f"vectors have shape {vectors.shape}, encoder dim is {encoder_spec.dim}")
+        # Parameters are checked before any training, so a typo fails in milliseconds.
+        resolved_build = faiss_kinds.parse_build_params(kind, build_params).model_dump(exclude_none=True)
+        if kind in faiss_kinds.IVF_KINDS:
+            resolved_build["nlist"] = faiss_kinds.resolved_nlist(build_params, len(doc_ids))
+        resolved_search = {
+            **faiss_kinds.default_search_params(kind, resolved_build, len(doc_ids)),
+            **faiss_kinds.parse_search_params(kind, search_params),
+        }
         t0 = time.perf_counter()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        index = faiss_kinds.make_index(kind, encoder_spec.dim, build_params, faiss_kinds.metric_of(encoder_spec.similarity))
-        faiss_kinds.train_index(index, vectors, build_params)
+        if trained_index is not None:
+            index = trained_index
+        else:
+            index = faiss_kinds.make_index(kind, encoder_spec.dim, resolved_build, faiss_kinds.metric_of(encoder_spec.similarity), n_train=len(doc_ids))
+            faiss_kinds.train_index(index, vectors, resolved_build)
         rows = np.arange(len(doc_ids), dtype=np.int64)
         index.add_with_ids(vectors, rows)
+        faiss_kinds.apply_defaults(index, resolved_search)
         build_time = time.perf_counter() - t0
         if docstore_path is None:
             import tempfile
@@ -91,12 +105,13 @@ class DenseIndex:
             encoder=encoder_spec,
             metric="inner_product" if faiss_kinds.metric_of(encoder_spec.similarity) == faiss.METRIC_INNER_PRODUCT else "l2",
             faiss_description=faiss_kinds.describe(index),
-            build_params=dict(build_params or {}),
-            search_params=dict(search_params or {}),
+            build_params=resolved_build,
+            search_params=resolved_search,
             doc_count=len(doc_ids),
             bytes_per_vector=faiss_kinds.bytes_per_vector(index, encoder_spec.dim),
             build_time_s=round(build_time, 4),
             created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            extra={"index_bytes_per_vector": faiss_kinds.index_bytes_per_vector(index)},
         )
         return cls(index, store, manifest)
 
@@ -156,7 +171,7 @@ class DenseIndex:
             raise IndexMismatchError(f"query vectors of shape {queries.shape} for an index of dim {self.dim}")
         if top_k < 1:
             raise InvalidInputError("top_k must be at least 1")
-        merged = {**self.manifest.search_params, **(params or {})}
+        merged = faiss_kinds.parse_search_params(self.manifest.kind, {**self.manifest.search_params, **(params or {})})
         sp = faiss_kinds.search_parameters(self.faiss, merged)
         k = min(top_k, max(1, len(self)))
         with self._lock:
@@ -209,6 +224,7 @@ class DenseIndex:
         with self._lock:
             existing = self.docstore.rows_of(d["id"] for d in docs)
             if existing:
+                faiss_kinds.require_removable(self.faiss, self.manifest.kind)
                 self.faiss.remove_ids(np.array(sorted(existing.values()), dtype=np.int64))
             next_row = self.docstore.max_row() + 1
             rows = []
@@ -230,6 +246,7 @@ class DenseIndex:
             rows = self.docstore.rows_of(doc_ids)
             if not rows:
                 return 0
+            faiss_kinds.require_removable(self.faiss, self.manifest.kind)
             self.faiss.remove_ids(np.array(sorted(rows.values()), dtype=np.int64))
             self.docstore.delete_ids(rows.keys())
             for r in rows.values():

@@ -28,37 +28,99 @@ def _parse_params(pairs: list[str] | None, flag: str) -> dict:
     return out
 
 
+KIND_HELP = "index kind: flat, ivf, ivfpq, opq-ivfpq, hnsw, distilled (distilled: Distill-VQ with pseudo-queries; see `densekit train distill-index` for full control)"
+
+
 @app.command("build")
 def build(
     data: str = typer.Option(..., "--data", help="BEIR folder (or name under DENSEKIT_DATA_DIR) whose corpus.jsonl is indexed"),
     out: Path = typer.Option(..., "--out", help="index folder to write (atomically replaced)"),
     model: str = typer.Option(None, "--model", help="bi-encoder, hub name or path (default: DENSEKIT_MODEL)"),
-    kind: str = typer.Option("flat", "--kind", help="index kind"),
-    param: list[str] = typer.Option(None, "--param", help="build parameter KEY=VALUE (repeatable)"),
+    kind: str = typer.Option("flat", "--kind", help=KIND_HELP),
+    nlist: int = typer.Option(None, "--nlist", help="IVF kinds: number of inverted lists (default ~4*sqrt(n))"),
+    pq_m: int = typer.Option(None, "--pq-m", help="PQ kinds: sub-quantisers; with 8-bit codes = bytes per vector (default 16)"),
+    pq_nbits: int = typer.Option(None, "--pq-nbits", help="PQ kinds: bits per sub-quantiser code (default 8)"),
+    opq_niter: int = typer.Option(None, "--opq-niter", help="opq-ivfpq/distilled: OPQ iterations (default 25)"),
+    hnsw_m: int = typer.Option(None, "--hnsw-m", help="hnsw: graph degree M (default 32)"),
+    ef_construction: int = typer.Option(None, "--ef-construction", help="hnsw: efConstruction (default 80)"),
+    train_size: int = typer.Option(None, "--train-size", help="IVF/PQ kinds: vectors sampled to train the quantisers (default all)"),
+    nprobe: int = typer.Option(None, "--nprobe", help="IVF kinds: default lists probed per query, stored in the manifest"),
+    ef_search: int = typer.Option(None, "--ef-search", help="hnsw: default efSearch, stored in the manifest"),
+    param: list[str] = typer.Option(None, "--param", help="any build parameter KEY=VALUE (repeatable; see index/faiss_kinds.py)"),
     search_param: list[str] = typer.Option(None, "--search-param", help="default search parameter KEY=VALUE stored in the manifest (repeatable)"),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda (default: DENSEKIT_DEVICE)"),
     batch_size: int = typer.Option(None, "--batch-size", help="encoding batch size"),
 ) -> None:
     """Encode a corpus and write an index folder: manifest.json, index.faiss, docstore.sqlite."""
     from densekit.encoder import Encoder
+    from index import faiss_kinds
     from index.dense_index import build_from_corpus
 
+    explicit = {"nlist": nlist, "pq_m": pq_m, "pq_nbits": pq_nbits, "opq_niter": opq_niter, "hnsw_m": hnsw_m, "ef_construction": ef_construction, "train_size": train_size}
+    build_params = {**_parse_params(param, "--param"), **{k: v for k, v in explicit.items() if v is not None}}
+    search_params = {**_parse_params(search_param, "--search-param"), **{k: v for k, v in {"nprobe": nprobe, "ef_search": ef_search}.items() if v is not None}}
+    # Check every parameter before the (slow) corpus encoding.
+    faiss_kinds.parse_build_params(kind, build_params)
+    faiss_kinds.parse_search_params(kind, search_params)
     s = settings()
     folder = resolve_data(data)
+    if kind == "distilled":
+        _build_distilled(folder, out, model or s.model, build_params, search_params, device or s.device)
+        return
     corpus = load_corpus(folder)
     enc = Encoder(model or s.model, device=device or s.device, batch_size=batch_size or s.batch_size, dtype=s.dtype)
     t0 = time.perf_counter()
-    idx = build_from_corpus(enc, corpus, kind=kind, build_params=_parse_params(param, "--param"), search_params=_parse_params(search_param, "--search-param"))
+    idx = build_from_corpus(enc, corpus, kind=kind, build_params=build_params, search_params=search_params)
     idx.manifest.extra["source"] = str(folder)
     idx.manifest.extra["total_build_s"] = round(time.perf_counter() - t0, 3)
     idx.save(out)
-    console.print(f"index written: {out} ({len(idx)} documents, kind={kind}, {time.perf_counter() - t0:.1f}s)")
+    m = idx.manifest
+    console.print(
+        f"index written: {out} ({len(idx)} documents, kind={kind}, {m.faiss_description}, "
+        f"{m.bytes_per_vector:g} B/vector, faiss build {m.build_time_s:.1f}s, total {time.perf_counter() - t0:.1f}s)"
+    )
+
+
+def _build_distilled(folder: Path, out: Path, model: str, build_params: dict, search_params: dict, device: str) -> None:
+    """`--kind distilled` without a config: Distill-VQ on document-title pseudo-queries."""
+    from training.distill_vq_config import DistillVQConfig
+    from training.distill_vq_run import run_distill
+
+    index_cfg = {k: build_params[k] for k in ("nlist", "pq_m", "pq_nbits", "opq_niter", "train_size") if k in build_params}
+    if "nprobe" in search_params:
+        index_cfg["nprobe"] = search_params["nprobe"]
+    if build_params.get("opq") is False:
+        index_cfg["start_kind"] = "ivfpq"
+    cfg = DistillVQConfig(data=str(folder), out=str(out), model=model, device=device, queries={"source": "titles", "max_queries": 20000}, index=index_cfg)
+    res = run_distill(cfg, lambda d: Path(d), device=device)
+    console.print(f"distilled index written: {res.index_dir} ({res.n_docs} documents, {res.n_queries} title pseudo-queries, {res.history['steps']} steps)")
 
 
 @app.command("info")
-def info(index_dir: Path = typer.Argument(..., help="index folder")) -> None:
-    """Print the manifest (kind, encoder, parameters, bytes per vector, build time) as JSON."""
+def info(
+    index_dir: Path = typer.Argument(..., help="index folder"),
+    summary: bool = typer.Option(False, "--summary", help="aligned text lines instead of the manifest JSON"),
+) -> None:
+    """The manifest as JSON: kind, faiss structure, bytes_per_vector (codes) and
+    extra.index_bytes_per_vector (whole index), build_time_s, build and search params."""
     from index.dense_index import load_index
 
     idx = load_index(index_dir)
-    typer.echo(json.dumps(idx.manifest.model_dump(mode="json"), indent=2))
+    m = idx.manifest
+    if not summary:
+        typer.echo(json.dumps(m.model_dump(mode="json"), indent=2))
+        return
+    rows = [
+        ("kind", m.kind),
+        ("faiss", m.faiss_description),
+        ("documents", m.doc_count),
+        ("encoder", f"{m.encoder.name} (dim {m.encoder.dim}, {m.encoder.similarity})"),
+        ("bytes/vector (codes)", m.bytes_per_vector),
+        ("bytes/vector (whole index)", m.extra.get("index_bytes_per_vector")),
+        ("build time s", m.build_time_s),
+        ("build params", json.dumps(m.build_params)),
+        ("search params", json.dumps(m.search_params)),
+        ("created", m.created_at),
+    ]
+    for k, v in rows:
+        typer.echo(f"{k:<28}{v}")

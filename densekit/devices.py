@@ -112,11 +112,13 @@ def bf16_supported() -> bool:
 def resolve_dtype(device: str, requested: str | None = None, model: Any = None) -> str:
     """The compute dtype for a model on `device`.
 
-    An explicit float32/float16/bfloat16 always wins. 'auto': float32 off CUDA; on CUDA the
-    rule vLLM and text-embeddings-inference follow: keep a checkpoint's bfloat16, run float32
-    and float16 checkpoints (BERT/MiniLM/E5 encoders, cross-encoders) in float16, whose
-    10-bit mantissa keeps embeddings closer to float32 than bfloat16's 7 bits; architectures
-    that overflow float16 (T5) get bfloat16, or float32 on GPUs without it.
+    An explicit float32/float16/bfloat16 always wins. 'auto': float32 off CUDA; on CUDA, for
+    a `model` whose config can be read (a loaded model or a local folder), the rule vLLM and
+    text-embeddings-inference follow: keep a checkpoint's bfloat16, run float32 and float16
+    checkpoints (BERT/MiniLM/E5 encoders, cross-encoders) in float16, whose 10-bit mantissa
+    keeps scores closer to float32 than bfloat16's 7 bits; architectures that overflow
+    float16 (T5) get bfloat16, or float32 on GPUs without it. With nothing known about the
+    model, bfloat16 where the GPU has it (it cannot overflow), else float16.
     """
     if requested not in (None, "", "auto"):
         if requested not in DTYPES:
@@ -127,7 +129,7 @@ def resolve_dtype(device: str, requested: str | None = None, model: Any = None) 
     ckpt_dtype, model_type = model_precision_hints(model) if model is not None else (None, None)
     if model_type in FP16_OVERFLOW_PRONE:
         return "bfloat16" if bf16_supported() else "float32"
-    if ckpt_dtype == "bfloat16":
+    if model_type is None or ckpt_dtype == "bfloat16":
         return "bfloat16" if bf16_supported() else "float16"
     return "float16"
 

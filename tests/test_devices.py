@@ -134,6 +134,14 @@ def test_cuda_encoder_checkpoint_runs_float16(fake_cuda, tmp_path):
     # MiniLM/BERT checkpoints are float32: float16 keeps more mantissa than bfloat16.
     folder = _config_dir(tmp_path, model_type="bert", torch_dtype="float32")
     assert devices.resolve_dtype("cuda", None, model=folder) == "float16"
+    assert devices.resolve_dtype("cuda:1", "auto", model=folder) == "float16"
+
+
+def test_cuda_unknown_model_gets_bf16_or_fp16(fake_cuda, tmp_path):
+    # Nothing readable about the model (hub name, no config): bf16 cannot overflow.
+    assert devices.resolve_dtype("cuda", "auto") == "bfloat16"
+    assert devices.resolve_dtype("cuda", "auto", model=tmp_path / "not-downloaded") == "bfloat16"
+    fake_cuda["bf16"] = False
     assert devices.resolve_dtype("cuda", "auto") == "float16"
 
 

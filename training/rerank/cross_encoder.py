@@ -29,7 +29,7 @@ class CrossEncoderReranker:
         from sentence_transformers import CrossEncoder
 
         dev = resolve_device(device)
-        dt = resolve_dtype(dev, dtype)
+        dt = resolve_dtype(dev, dtype, model=Path(name_or_path).expanduser())  # fp16 for fp32 checkpoints on CUDA
         path = Path(name_or_path).expanduser()
         src = str(path) if path.exists() else name_or_path
         try:

@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     p.add_argument("--embed-duration", type=float, default=10)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--embed-targets", default="densekit_embed,infinity_embeddings", help="comma list of densekit_embed, densekit_v1_embeddings, infinity_embeddings")
     p.add_argument("--skip", default="", help="comma list of parts to skip: load,overhead,embed")
     p.add_argument("--out", default="runs/service/bench.json")
     args = p.parse_args(argv)
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
             wait(url, proc, "/ready")
             results["search_overhead"] = {}
             for clients in (1, 8):
-                r = load(["--url", url, "--mix", "search=1", "--clients", str(clients), "--duration", "15", "--warmup", "2", *common], args.outdir / f"search-c{clients}.json")
+                r = load(["--url", url, "--mix", "search=1", "--clients", str(clients), "--duration", "12", "--warmup", "2", *common], args.outdir / f"search-c{clients}.json")
                 results["search_overhead"][f"clients_{clients}"] = {
                     "outside_share_median": r.get("search_outside_share_median"),
                     "stage_median_ms": r.get("search_stage_median_ms"),
@@ -146,6 +147,7 @@ def main(argv=None) -> int:
                 "densekit_v1_embeddings": ["--url", dk_url, "--embed-style", "openai", "--embed-path", "/v1/embeddings", "--model-name", "minilm"],
                 "infinity_embeddings": ["--url", inf_url, "--embed-style", "openai", "--embed-path", "/embeddings", "--model-name", "minilm", "--ready-path", "/health"],
             }
+            targets = {k: v for k, v in targets.items() if k in args.embed_targets.split(",")}
             pids = {"densekit_embed": dk.pid, "densekit_v1_embeddings": dk.pid, "infinity_embeddings": inf.pid}
             runs: dict = {}
             for batch in (1, 8):

@@ -121,6 +121,8 @@ def _in_process_first_stage(res: _Resources, ds, cfg: RunConfig, top_k: int, lab
         t0 = time.perf_counter()
         idx = build_from_corpus(enc, ds.corpus, progress=res.progress)
         timings["encode_corpus_and_build_s"] = time.perf_counter() - t0
+    # Searched from a GPU copy when faiss has GPU support (settings.faiss_device), as `densekit eval` does.
+    idx.to_device(getattr(res.settings, "faiss_device", "auto"), enc.device)
     run, qvecs, t = retrieve(idx, enc, ds.queries, top_k, cfg.search_params)
     timings.update(t)
     pos = exact_positive_scores(idx, list(ds.queries), qvecs, ds.qrels)

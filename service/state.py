@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 
 from densekit.encoder import Encoder
-from densekit.errors import IndexMismatchError
+from densekit.errors import ConfigError, IndexMismatchError
 from densekit.settings import Settings
 from index.dense_index import DenseIndex, load_index
 from index.live import LiveIndex
@@ -59,9 +59,16 @@ def load_state(settings: Settings) -> ServiceState:
     model = settings.model
     if settings.index_dir is not None:
         if settings.allow_updates:
-            state.live = LiveIndex.open(settings.index_dir, settings.wal_dir, settings.snapshot_every, settings.snapshot_interval_s)
-            state.index = state.live.index
-        else:
+            try:
+                state.live = LiveIndex.open(settings.index_dir, settings.wal_dir, settings.snapshot_every, settings.snapshot_interval_s)
+                state.index = state.live.index
+            except PermissionError as exc:
+                # A read-only mount (e.g. an index baked into an image) with updates left at
+                # their default: serve it read-only rather than refuse to start.
+                if "allow_updates" in settings.model_fields_set:
+                    raise ConfigError("allow_updates", f"live updates need a writable log folder: {exc}") from None
+                log.warning("index folder not writable (%s): serving it read-only", exc)
+        if state.index is None:
             state.index = load_index(settings.index_dir)
         # Queries must be encoded by the index's own encoder unless the operator says otherwise.
         if "model" not in settings.model_fields_set:

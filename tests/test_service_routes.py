@@ -457,3 +457,21 @@ def test_openapi_documents_every_route_and_field(client):
         for field, prop in schemas[name]["properties"].items():
             assert prop.get("description"), f"{name}.{field} has no description"
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+def test_read_only_index_folder_is_served_read_only(index_dir, tiny_st_model_dir, monkeypatch):
+    """Updates left at their default on an index folder that cannot be written: the server
+    starts read-only (409 on writes) instead of refusing to start; asked for explicitly, it
+    refuses with a message naming the setting."""
+    import index.live as live_mod
+    from densekit.errors import ConfigError
+    from service.state import load_state
+
+    def no_write(*a, **k):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(live_mod.LiveIndex, "open", classmethod(lambda cls, *a, **k: no_write()))
+    state = load_state(Settings(index_dir=index_dir, device="cpu"))
+    assert state.live is None and state.index is not None and len(state.index) == len(DOCS)
+    with pytest.raises(ConfigError, match="allow_updates"):
+        load_state(Settings(index_dir=index_dir, device="cpu", allow_updates=True))

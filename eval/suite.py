@@ -258,6 +258,15 @@ def validate_suite(suite: SuiteConfig, settings) -> list[tuple[DatasetSpec, str,
         labels.add(label)
         resolved.append((spec, label, folder))
     for j, cfg in enumerate(suite.configurations):
+        for fld in ("index", "endpoint"):
+            value = getattr(cfg, fld)
+            if isinstance(value, str) and "{dataset}" not in value and len(resolved) > 1:
+                # One index (one server) holds one corpus: the other datasets' queries would
+                # be scored against the wrong documents.
+                raise ConfigError(
+                    f"configurations.{j}.{fld}",
+                    f"one {fld} for {len(resolved)} datasets; use a '{{dataset}}' placeholder or a mapping {{dataset: {fld}}}",
+                )
         for _, label, _ in resolved:
             ix = cfg.resolve("index", label)
             if ix is not None and not (Path(ix) / "manifest.json").is_file():

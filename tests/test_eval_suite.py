@@ -122,6 +122,11 @@ def test_yaml_config_and_bad_field(tiny_beir, tiny_st_model_dir, tmp_path):
     r = runner.invoke(app, ["eval", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o2")])
     assert r.exit_code != 0 and "configurations.1.index" in str(r.exception)
     assert not (tmp_path / "o2").exists()
+    cfg["configurations"][1]["index"] = str(ix)
+    cfg["datasets"].append({"name": str(tiny_beir), "label": "again"})
+    (tmp_path / "bad1.yaml").write_text(yaml.safe_dump(cfg))
+    r = runner.invoke(app, ["eval", "--config", str(tmp_path / "bad1.yaml"), "--out", str(tmp_path / "o2")])
+    assert r.exit_code != 0 and "configurations.1.index" in str(r.exception) and "{dataset}" in str(r.exception)
     cfg["configurations"][1] = {"name": "x", "modle": "typo"}
     (tmp_path / "bad2.yaml").write_text(yaml.safe_dump(cfg))
     r = runner.invoke(app, ["eval", "--config", str(tmp_path / "bad2.yaml"), "--out", str(tmp_path / "o3")])

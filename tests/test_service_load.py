@@ -33,7 +33,7 @@ def test_load_32_clients_no_5xx_every_response_valid(served):
     index, reranker, base = served
     res = _run(
         ["--spawn", "--index", str(index), "--reranker", str(reranker), "--read-only", "--clients", "32", "--duration", "10", "--warmup", "1",
-         "--max-requests", "50000", "--out", str(base / "load.json"), "--server-log", str(base / "server.log")]
+         "--max-requests", "50000", "--data-dir", "", "--out", str(base / "load.json"), "--server-log", str(base / "server.log")]
     )
     assert res["ok"] > 0 and res["requests"] == res["ok"]
     assert res["http_5xx_or_failed"] == 0 and res["invalid"] == 0, res
@@ -46,7 +46,7 @@ def test_overload_gets_429_not_errors(served):
     index, reranker, base = served
     res = _run(
         ["--spawn", "--index", str(index), "--reranker", str(reranker), "--read-only", "--clients", "32", "--duration", "4", "--warmup", "0.5",
-         "--max-queue", "1", "--max-requests", "50000", "--out", str(base / "overload.json"), "--server-log", str(base / "server.log")]
+         "--max-queue", "1", "--max-requests", "50000", "--data-dir", "", "--out", str(base / "overload.json"), "--server-log", str(base / "server.log")]
     )
     assert res["http_429"] > 0, res  # queues of one request are full under 32 clients
     assert res["http_5xx_or_failed"] == 0 and res["invalid"] == 0, res

@@ -127,3 +127,12 @@ def test_cross_encoder_kind_and_batch_consistency(tmp_path, minilm_path):
     assert rr.score("q", DOCS, batch_size=3) == pytest.approx(alone, abs=1e-5)
     assert max(rr.count_tokens("q", DOCS)) <= 64
     assert rr.score("q", []) == []
+    assert rr.score_pairs([("q", x) for x in DOCS]) == pytest.approx(alone, abs=1e-5)
+
+
+def test_score_pairs_matches_per_query_scores(tiny_llm):
+    pairs = [("cats", DOCS[0]), ("what is dense retrieval?", DOCS[1]), ("cats", DOCS[2])]
+    merged = tiny_llm.score_pairs(pairs, batch_size=3)
+    single = [tiny_llm.score(q, [d])[0] for q, d in pairs]
+    assert merged == pytest.approx(single, abs=1e-5)
+    assert tiny_llm.score_pairs([]) == []

@@ -31,7 +31,8 @@ class Reranker(Protocol):
 
     `score` keeps the order of `documents`. `count_tokens` gives the length in model tokens
     of each (query, document) pair as the model will see it (after truncation), so a server
-    can form batches under a token budget.
+    can form batches under a token budget. Both built-in kinds also offer
+    `score_pairs([(query, document), ...])` to batch pairs of different queries together.
     """
 
     name: str

@@ -54,6 +54,13 @@ class CrossEncoderReranker:
         )
         return [float(s) for s in scores]
 
+    def score_pairs(self, pairs: list[tuple[str, str]], batch_size: int | None = None) -> list[float]:
+        """Scores of (query, document) pairs with different queries, batched together."""
+        if not pairs:
+            return []
+        scores = self.model.predict(list(pairs), batch_size=batch_size or self.batch_size, show_progress_bar=False, convert_to_numpy=True)
+        return [float(s) for s in scores]
+
     def count_tokens(self, query: str, documents: list[str]) -> list[int]:
         tok = self.model.tokenizer
         enc = tok([query] * len(documents), documents, truncation=True, max_length=self.max_length)

@@ -141,9 +141,11 @@ class LLMReranker:
 
     def logits(self, query: str, documents: list[str], batch_size: int | None = None):
         """(N, 2) float tensor [z_yes, z_no] per document, in input order."""
+        return self._logits_of(self.prompt.encode_many(query, documents), batch_size)
+
+    def _logits_of(self, encoded: list[list[int]], batch_size: int | None = None):
         import torch
 
-        encoded = self.prompt.encode_many(query, documents)
         # Longest first in each batch: less padding, and the first batch shows peak memory.
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         bs = batch_size or self.batch_size
@@ -154,10 +156,19 @@ class LLMReranker:
                 out[idx] = yes_no_logits(self.model, [encoded[i] for i in idx], self.prompt.yes_id, self.prompt.no_id, self.pad_id).cpu()
         return out
 
-    def score(self, query: str, documents: list[str], batch_size: int | None = None) -> list[float]:
-        if not documents:
-            return []
-        z = self.logits(query, documents, batch_size)
+    def _to_scores(self, z) -> list[float]:
         if self.score_mode == "yes_logit":
             return z[:, 0].tolist()
         return (z[:, 0] - z[:, 1]).sigmoid().tolist()
+
+    def score(self, query: str, documents: list[str], batch_size: int | None = None) -> list[float]:
+        if not documents:
+            return []
+        return self._to_scores(self.logits(query, documents, batch_size))
+
+    def score_pairs(self, pairs: list[tuple[str, str]], batch_size: int | None = None) -> list[float]:
+        """Scores of (query, document) pairs with different queries, batched together
+        (a server merges several requests into one forward pass this way)."""
+        if not pairs:
+            return []
+        return self._to_scores(self._logits_of([self.prompt.encode(q, d) for q, d in pairs], batch_size))

@@ -76,6 +76,7 @@ async def info(request: Request) -> InfoResponse:
             "dim": idx.dim,
             "search_params": idx.manifest.search_params,
             "faiss": idx.manifest.faiss_description,
+            "search_device": idx.search_device,
             "live_updates": state.live is not None,
         }
         if state.live is not None:

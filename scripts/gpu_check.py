@@ -142,6 +142,7 @@ async def _load(args) -> dict:
         "p95_ms": round(q[94] * 1000, 2),
         "p99_ms": round(q[98] * 1000, 2),
         "server_device": info.get("device"),
+        "server_search_device": (info.get("index") or {}).get("search_device"),
         "server_model": info.get("model"),
     }
 

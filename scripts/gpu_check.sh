@@ -106,6 +106,7 @@ print(f"encode        : {e.get('docs_per_s')} docs/s ({e.get('docs')} docs, batc
 print(f"index build   : {rows.get('index_build', {}).get('seconds')} s (model load + encode + flat index)")
 print(f"nDCG@10       : GPU {c.get('ndcg@10_gpu')}  CPU {c.get('ndcg@10_cpu')}  |delta| {c.get('abs_delta')}  ({'OK' if c.get('ok') else 'FAIL'} at {c.get('tol')})")
 print(f"/embed        : {le.get('sentences_per_s')} sentences/s, p50 {le.get('p50_ms')} ms, p95 {le.get('p95_ms')} ms, p99 {le.get('p99_ms')} ms, status {le.get('status')}")
+print(f"server        : models on {le.get('server_device')}, faiss search on {ls.get('server_search_device')}")
 print(f"/search       : {ls.get('queries_per_s')} queries/s, p50 {ls.get('p50_ms')} ms, p95 {ls.get('p95_ms')} ms, p99 {ls.get('p99_ms')} ms, status {ls.get('status')}")
 EOF
 echo "total: $(( $(date +%s) - START ))s; details in $OUT"

@@ -39,6 +39,13 @@ def test_mteb_on_local_folder_matches_densekit_and_hits_the_cache(tiny_beir, tin
         assert scores[mteb_key] == pytest.approx(ours[ours_key], abs=1e-4), mteb_key
     via_search = run_mteb_retrieval(enc, tiny_beir, "test", use_search=True, progress=False)
     assert via_search["ndcg_at_10"] == pytest.approx(ours["ndcg@10"], abs=1e-4)
+    # mteb's public entry point takes the wrapper like any of its own models.
+    import mteb
+
+    from eval.mteb_adapter import DensekitMTEBEncoder, local_beir_task
+
+    result = mteb.evaluate(DensekitMTEBEncoder(enc, progress=False), local_beir_task(tiny_beir, "test"), cache=None, show_progress_bar=False)
+    assert result.task_results[0].scores["test"][0]["ndcg_at_10"] == pytest.approx(ours["ndcg@10"], abs=1e-4)
 
 
 def test_mteb_cli_writes_scores(tiny_beir, tiny_st_model_dir, tmp_path):

@@ -201,6 +201,23 @@ class GpuIndex:
         return "cuda:" + ",".join(str(g) for g in self.gpus)
 
 
+def is_gpu_index(index: Any) -> bool:
+    """Whether a faiss index (through IDMap / pre-transform / replica wrappers) searches on a GPU.
+
+    faiss's cloner hands back a CPU copy, without an error, for types it has no GPU version
+    of (HNSW keeps its graph on the CPU), so a clone alone does not prove a move.
+    """
+    import faiss
+
+    idx = faiss.downcast_index(index) if hasattr(faiss, "downcast_index") else index
+    if type(idx).__name__.startswith("Gpu"):
+        return True
+    if hasattr(idx, "count") and hasattr(idx, "at") and idx.count() > 0:  # IndexReplicas / IndexShards
+        return is_gpu_index(idx.at(0))
+    inner = getattr(idx, "index", None) or getattr(idx, "base_index", None)  # IDMap/PreTransform, Refine
+    return inner is not None and inner is not index and is_gpu_index(inner)
+
+
 def index_to_gpu(index: Any, device: str = "cuda", shard: bool = False, use_float16: bool = False) -> GpuIndex:
     """Clone a CPU faiss index onto the GPU(s) of `device`: 'cuda:N' -> that GPU; 'cuda' ->
     every GPU faiss sees (replicas, each answering part of a query batch; `shard` splits the
@@ -223,6 +240,7 @@ def index_to_gpu(index: Any, device: str = "cuda", shard: bool = False, use_floa
         co.useFloat16 = use_float16
         res = faiss.StandardGpuResources()
         gpu_index = faiss.index_cpu_to_gpu(res, ordinal, index, co)
+        _require_gpu(gpu_index, index)
         return GpuIndex(gpu_index, [ordinal], [res])
     co = faiss.GpuMultipleClonerOptions()
     co.useFloat16 = use_float16
@@ -234,7 +252,13 @@ def index_to_gpu(index: Any, device: str = "cuda", shard: bool = False, use_floa
         vdev.push_back(g)
         vres.push_back(r)
     gpu_index = faiss.index_cpu_to_gpu_multiple(vres, vdev, index, co)
+    _require_gpu(gpu_index, index)
     return GpuIndex(gpu_index, gpus, resources, sharded=shard and n > 1)
+
+
+def _require_gpu(clone: Any, original: Any) -> None:
+    if not is_gpu_index(clone):
+        raise RuntimeError(f"faiss has no GPU version of {type(original).__name__} (its clone stays on the CPU)")
 
 
 def place_index(index: Any, faiss_device: str | None, device: str, shard: bool = False) -> GpuIndex | None:

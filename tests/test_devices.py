@@ -56,17 +56,27 @@ def _fake_faiss(n_gpus: int, fail: Exception | None = None) -> types.ModuleType:
     class GpuMultipleClonerOptions(GpuClonerOptions):
         shard = False
 
+    class GpuIndexFlat:
+        def __init__(self, where):
+            self.where = where
+
+    class IndexHNSWFlat:  # what faiss's cloner returns for a type without a GPU version
+        pass
+
+    def _clone(index, where):
+        return IndexHNSWFlat() if index == "hnsw" else GpuIndexFlat(where)
+
     def index_cpu_to_gpu(res, ordinal, index, co=None):
         if fail:
             raise fail
         m.calls.append(("single", ordinal, index, co))
-        return ("gpu-index", ordinal)
+        return _clone(index, ordinal)
 
     def index_cpu_to_gpu_multiple(vres, vdev, index, co=None):
         if fail:
             raise fail
         m.calls.append(("multiple", list(vdev), index, co))
-        return ("gpu-index", tuple(vdev))
+        return _clone(index, tuple(vdev))
 
     m.get_num_gpus = lambda: n_gpus
     m.StandardGpuResources = StandardGpuResources
@@ -248,6 +258,22 @@ def test_index_type_without_gpu_version_falls_back_in_auto_only(monkeypatch):
     assert devices.place_index("hnsw", "auto", "cuda") is None
     with pytest.raises(ConfigError, match="IndexHNSWFlat"):
         devices.place_index("hnsw", "gpu", "cuda")
+
+
+def test_silent_cpu_clone_is_not_taken_for_a_gpu_index(monkeypatch):
+    # faiss clones HNSW for "the GPU" without error but keeps it on the CPU.
+    monkeypatch.setitem(sys.modules, "faiss", _fake_faiss(1))
+    assert devices.place_index("hnsw", "auto", "cuda") is None
+    with pytest.raises(ConfigError, match="no GPU version"):
+        devices.place_index("hnsw", "gpu", "cuda:0")
+
+
+def test_gpu_index_detection_on_real_faiss_wrappers():
+    import faiss
+
+    flat = faiss.IndexIDMap2(faiss.IndexFlatIP(4))
+    assert not devices.is_gpu_index(flat)
+    assert not devices.is_gpu_index(faiss.IndexHNSWFlat(4, 8))
 
 
 def test_faiss_build_without_gpu_entry_points_counts_zero(monkeypatch):

@@ -39,7 +39,7 @@ OPERATING = {"nprobe": 16, "ef_search": 64}  # the row reported in the main tabl
 # (no labels used); test queries are never seen in training.
 TRAIN_SPLITS = {"scifact": ["scifact"], "nfcorpus": ["nfcorpus"], "combined": ["scifact", "nfcorpus", "squad_subset"]}
 COMBINED = ("scifact", "nfcorpus", "wikiqa", "nq-utd", "squad_subset")
-MAX_TRAIN_QUERIES = 3000
+MAX_TRAIN_QUERIES = 2000
 DISTILL = {"lr_codebooks": 1e-3, "lr_centroids": 1e-3, "temperature": 0.05, "ivf_loss_weight": 0.0}  # chosen on a dev split of SciFact train queries (runs/bench-indexes/tune*.log)
 
 
@@ -213,7 +213,8 @@ def report() -> None:
     for res in results:
         m = res["meta"]
         lines.append(f"\n**{m['dataset']}** ({m['docs']} docs, {m['eval_queries']} test queries, nlist={m['nlist']}, "
-                     f"Distill-VQ trained on {m['train_queries']} train-split query texts; {m['date']})\n")
+                     f"Distill-VQ trained on {m['train_queries']} train-split query texts, "
+                     f"lr {m['distill']['lr_codebooks']:g} {m['distill'].get('lr_schedule', 'constant')}, {m['distill']['epochs']} epochs; {m['date']})\n")
         lines.append("| index | bytes/vec (codes / whole) | search | nDCG@10 | recall@10 vs flat | QPS 1-query | QPS batch | build s |")
         lines.append("|---|---|---|---|---|---|---|---|")
         for r in res["rows"]:
@@ -273,9 +274,16 @@ def main(argv=None) -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="benchmark one data set: scifact, nfcorpus or combined")
     r.add_argument("dataset", choices=["scifact", "nfcorpus", "combined"])
+    r.add_argument("--distill", nargs="*", default=[], metavar="KEY=VALUE", help="DistillTrain overrides, e.g. lr_schedule=constant")
     sub.add_parser("report", help="markdown tables and the recall-vs-QPS plot from runs/bench-indexes/results-*.json")
     args = ap.parse_args(argv)
-    run(args.dataset) if args.cmd == "run" else report()
+    if args.cmd == "run":
+        for kv in args.distill:
+            k, v = kv.split("=", 1)
+            DISTILL[k] = json.loads(v) if v[:1].isdigit() or v in ("true", "false") else v
+        run(args.dataset)
+    else:
+        report()
 
 
 if __name__ == "__main__":

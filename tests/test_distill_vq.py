@@ -91,7 +91,7 @@ def test_exported_index_scores_equal_torch_quantiser(start_kind, vectors):
     cfg = DistillVQConfig(
         data="-", out="-",
         index={"start_kind": start_kind, "nlist": 8, "pq_m": 8, "pq_nbits": 6, "opq_niter": 5},
-        train={"epochs": 2, "batch_size": 32, "teacher_topk": 16, "random_negatives": 32, "lr_codebooks": 1e-3, "lr_centroids": 1e-3},
+        train={"epochs": 2, "batch_size": 32, "teacher_topk": 16, "random_negatives": 32, "lr_codebooks": 1e-3, "lr_centroids": 1e-3, "ivf_loss_weight": 1.0},
     )
     start, qz, exported, hist = distill_faiss_index(docs, queries[:128], cfg, progress=False)
     assert hist.steps == 8

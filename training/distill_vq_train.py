@@ -71,6 +71,10 @@ def distill_quantizer(
             {"params": [quantizer.codebooks], "lr": cfg.lr_codebooks},
         ]
     )
+    total_steps = cfg.epochs * math.ceil(len(queries) / cfg.batch_size)
+    # Linear decay: with a constant rate the training loss crept back up after a few epochs
+    # on NFCorpus (assignments keep flipping under large codebook steps).
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / total_steps if cfg.lr_schedule == "linear" else 1.0)
     hist = DistillHistory()
     t0 = time.perf_counter()
     n_q = len(queries)
@@ -92,6 +96,7 @@ def distill_quantizer(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
             value = float(loss.detach())
             total += value
             hist.steps += 1

@@ -49,10 +49,21 @@ def _model_fingerprint(path: str) -> str:
     return h.hexdigest()
 
 
+def _weights_dtype(model) -> str | None:
+    try:
+        return str(next(model.parameters()).dtype).removeprefix("torch.")
+    except (StopIteration, AttributeError, TypeError):
+        return None
+
+
 def cache_key(encoder, texts: Sequence[str]) -> str:
     h = hashlib.sha256()
     h.update(_model_fingerprint(encoder.path).encode())
     h.update(f"|norm={encoder.normalize}|len={getattr(encoder.model, 'max_seq_length', None)}|doc".encode())
+    # fp16/bf16 vectors (CUDA) differ from fp32 ones; fp32 keys stay as they were.
+    dtype = _weights_dtype(encoder.model)
+    if dtype not in ("float32", None):
+        h.update(f"|dtype={dtype}".encode())
     for t in texts:
         h.update(hashlib.sha1(t.encode("utf-8")).digest())
     return h.hexdigest()[:32]

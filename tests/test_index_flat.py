@@ -122,3 +122,18 @@ def test_upsert_and_remove_keep_store_in_step():
     assert idx.remove(["fresh", "unknown"]) == 1
     assert len(idx) == 10 and len(idx.docstore) == 10
     assert all(h.id != "fresh" for h in idx.search(new[1:2], 10)[0])
+
+
+def test_embedding_cache_key_separates_half_precision(tiny_st_model_dir):
+    import torch
+
+    from densekit.encoder import Encoder
+    from index.embedding_cache import cache_key
+
+    enc = Encoder(str(tiny_st_model_dir), device="cpu")
+    texts = ["a", "b"]
+    fp32 = cache_key(enc, texts)
+    assert cache_key(enc, texts) == fp32
+    assert cache_key(enc, ["a", "c"]) != fp32
+    enc.model.to(torch.bfloat16)
+    assert cache_key(enc, texts) != fp32

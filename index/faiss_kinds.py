@@ -248,7 +248,7 @@ def train_index(index: faiss.Index, vectors: np.ndarray, params: dict[str, Any] 
     if opq is not None:
         if len(sample) <= opq.d_in:
             # faiss's OPQ aborts the process (not an exception) on fewer points than dimensions
-            raise ConfigError("kind", f"OPQ needs more training vectors than dimensions ({opq.d_in}), got {len(sample)}; use kind=ivfpq")
+            raise ConfigError("kind", f"OPQ needs more training vectors than dimensions ({opq.d_in}), got {len(sample)}; use kind=ivfpq (for kind=distilled: opq=false)")
         # OPQ trains its own PQ each iteration; hand it one whose k-means we can seed and quiet.
         nbits = ivf.pq.nbits if ivf is not None and hasattr(ivf, "pq") else 8
         tmp_pq = faiss.ProductQuantizer(opq.d_out, opq.M, nbits)

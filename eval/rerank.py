@@ -4,9 +4,11 @@
 run holding those n documents with the reranker's scores. `evaluate_rerank` scores the
 first stage and the reranked stage on the *same* candidates (each query's top-n), so every
 difference comes from the order the reranker gives them: nDCG@10 and MRR@10 as trec_eval
-defines them, and ROC-AUC with the query's relevant documents among its top-n as
-positives and the other top-n documents as negatives (relevant documents the first stage
-missed cannot be reranked, so both stages leave them out of the AUC).
+defines them (relevant documents the first stage missed still count in the ideal DCG),
+and ROC-AUC with the query's relevant documents among its top-n as positives and its other
+top-n documents as negatives (a missed relevant document cannot be reranked, so both
+stages leave it out of the AUC; queries with no relevant document in their top-n have no
+AUC).
 """
 from __future__ import annotations
 
@@ -81,6 +83,25 @@ def select_queries(dataset: BeirDataset, run: Run, max_queries: int | None) -> l
     return qids[:max_queries] if max_queries else qids
 
 
+def score_stages(qrels: dict[str, dict[str, int]], first: Run, reranked: Run, top_n: int):
+    """(metrics, per_query) of each stage over the same candidates (see the module doc)."""
+    from eval.evaluate import score_run
+
+    candidates = {q: set(docs) for q, docs in first.items()}
+    auc_qrels = {q: {d: g for d, g in judged.items() if d in candidates.get(q, ())} for q, judged in qrels.items()}
+    out = []
+    for run in (first, reranked):
+        metrics, per_query = score_run(qrels, run, auc_negatives=top_n)
+        auc_m, auc_pq = score_run(auc_qrels, run, auc_negatives=top_n)
+        metrics["auc_global"], metrics["auc_per_query"] = auc_m["auc_global"], auc_m["auc_per_query"]
+        for q, row in per_query.items():
+            row.pop("auc", None)
+            if "auc" in auc_pq.get(q, {}):
+                row["auc"] = auc_pq[q]["auc"]
+        out.append((metrics, per_query))
+    return out[0], out[1]
+
+
 def evaluate_rerank(
     reranker,
     dataset: BeirDataset,
@@ -91,7 +112,6 @@ def evaluate_rerank(
     progress: bool = True,
 ) -> RerankOutcome:
     """Rerank `first_stage` and score both stages on the same top-n candidates."""
-    from eval.evaluate import score_run
     from eval.trec import truncate_run
 
     qids = select_queries(dataset, first_stage, max_queries)
@@ -101,8 +121,7 @@ def evaluate_rerank(
     reranked = rerank_run(reranker, dataset, first, top_n, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - t0
     pairs = sum(len(v) for v in reranked.values())
-    m_first, pq_first = score_run(qrels, first, auc_negatives=top_n)
-    m_rr, pq_rr = score_run(qrels, reranked, auc_negatives=top_n)
+    (m_first, pq_first), (m_rr, pq_rr) = score_stages(qrels, first, reranked, top_n)
     info = {
         "reranker": getattr(reranker, "name", str(reranker)),
         "reranker_kind": getattr(reranker, "kind", None),

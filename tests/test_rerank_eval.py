@@ -95,3 +95,13 @@ def test_eval_cli_rerank(tiny_beir, tiny_st_model_dir, tmp_path, capsys, monkeyp
         assert 0.0 <= m[stage]["ndcg@10"] <= 1.0 and "auc_global" in m[stage]
     assert (out / "run.trec").is_file()  # the first-stage report is still written
     assert "->" in capsys.readouterr().err
+
+
+def test_relevant_documents_missed_by_the_first_stage_stay_out_of_the_auc(tiny_beir):
+    from eval.rerank import evaluate_rerank
+
+    ds = load_beir(tiny_beir, "test")
+    out = evaluate_rerank(OracleReranker(ds), ds, _reversed_run(ds), top_n=3, progress=False)
+    # every relevant document sits below rank 3: nothing to rerank, no AUC positives
+    assert out.reranked["ndcg@10"] == 0.0 and out.first_stage["ndcg@10"] == 0.0
+    assert all("auc" not in row for row in out.per_query_reranked.values())

@@ -8,6 +8,7 @@ loss for hard-negative pointwise data).
 """
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Callable
@@ -52,7 +53,7 @@ def train_cross_encoder(cfg: RerankerRunConfig, groups: list[RerankGroup], model
         per_device_train_batch_size=cfg.train.batch_size,
         learning_rate=cfg.train.learning_rate,
         weight_decay=cfg.train.weight_decay,
-        warmup_ratio=cfg.train.warmup_ratio,
+        warmup_steps=math.ceil(cfg.train.warmup_ratio * cfg.train.max_steps),  # warmup_ratio is deprecated in transformers 5
         logging_steps=cfg.train.logging_steps,
         save_strategy="no",
         report_to="none",

@@ -1,0 +1,41 @@
+"""Expected metrics of a random reranker on the reduced protocol (chance level for the table).
+
+  .venv/bin/python scripts/rerank_random_baseline.py --run runs/eval-scifact-base/run.trec --top-n 20 --max-queries 50 --shuffles 200
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+
+from densekit.data import load_beir
+from eval.rerank import score_stages, select_queries
+from eval.trec import read_run, truncate_run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="/work/shared/data/scifact")
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--top-n", type=int, default=20)
+    ap.add_argument("--max-queries", type=int, default=50)
+    ap.add_argument("--shuffles", type=int, default=200)
+    args = ap.parse_args()
+    ds = load_beir(args.data, "test")
+    run = read_run(args.run)
+    qids = select_queries(ds, run, args.max_queries)
+    first = truncate_run({q: run[q] for q in qids}, args.top_n)
+    qrels = {q: ds.qrels[q] for q in qids}
+    rng = random.Random(0)
+    acc: dict[str, list[float]] = {}
+    for _ in range(args.shuffles):
+        shuffled = {q: {d: rng.random() for d in docs} for q, docs in first.items()}
+        _, (m, _) = score_stages(qrels, first, shuffled, args.top_n)
+        for k in ("ndcg@10", "mrr@10", "auc_global", "auc_per_query"):
+            acc.setdefault(k, []).append(m[k])
+    print(json.dumps({k: round(statistics.mean(v), 4) for k, v in acc.items()} | {"shuffles": args.shuffles}))
+
+
+if __name__ == "__main__":
+    main()

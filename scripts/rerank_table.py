@@ -1,0 +1,52 @@
+"""The Rerankers table of BENCHMARKS.md, recomputed from the reranked run files.
+
+Every system is scored by eval.rerank.score_stages against the same first stage (the
+dense run cut to the same queries and top-n), so the numbers are comparable by construction:
+  .venv/bin/python scripts/rerank_table.py --run runs/eval-scifact-base/run.trec --top-n 20 --max-queries 50 \
+      "SmolLM2 zero-shot=runs/rerank/bench/smollm2-zeroshot" "SmolLM2 SFT=runs/rerank/bench/smollm2-sft" ...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from densekit.data import load_beir
+from eval.rerank import score_stages, select_queries
+from eval.trec import read_run, truncate_run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="/work/shared/data/scifact")
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--top-n", type=int, default=20)
+    ap.add_argument("--max-queries", type=int, default=50)
+    ap.add_argument("systems", nargs="+", help="NAME=FOLDER (a rerank report folder with run.trec and metrics.json)")
+    args = ap.parse_args()
+    ds = load_beir(args.data, "test")
+    run = read_run(args.run)
+    qids = select_queries(ds, run, args.max_queries)
+    first = truncate_run({q: run[q] for q in qids}, args.top_n)
+    qrels = {q: ds.qrels[q] for q in qids}
+    keys = ("ndcg@10", "mrr@10", "auc_global", "auc_per_query")
+    lines = ["| system | nDCG@10 | MRR@10 | AUC global | AUC per query | pairs/s |", "|---|---|---|---|---|---|"]
+    (m_first, _), _ = score_stages(qrels, first, first, args.top_n)
+    lines.append("| dense first stage (no reranking) | " + " | ".join(f"{m_first[k]:.4f}" for k in keys) + " | - |")
+    for spec in args.systems:
+        name, folder = spec.split("=", 1)
+        folder = Path(folder)
+        if not (folder / "run.trec").is_file():
+            lines.append(f"| {name} | not measured | | | | |")
+            continue
+        reranked = read_run(folder / "run.trec")
+        if set(reranked) != set(qids) or any(set(reranked[q]) != set(first[q]) for q in qids):
+            raise SystemExit(f"{folder}: not the same queries/candidates as the first stage")
+        info = json.loads((folder / "metrics.json").read_text())["info"]
+        _, (m, _) = score_stages(qrels, first, reranked, args.top_n)
+        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + f" | {info['pairs_per_s']:.2f} |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

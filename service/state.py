@@ -36,16 +36,11 @@ class ServiceState:
         return self.encoder is not None and (self.settings.index_dir is None or self.index is not None) and self.embed is not None
 
 
-def cpu_threads(settings: Settings) -> int:
-    """Intra-op threads for CPU inference. One core is left to the event loop and tokenising:
-    OpenMP threads spin while they wait for each other, so a forward pass that shares its
-    cores with the HTTP thread was measured several times slower here (BENCHMARKS.md)."""
-    if settings.torch_threads:
-        return settings.torch_threads
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
+def cpu_threads(settings: Settings) -> int | None:
+    """Intra-op threads for CPU inference: `torch_threads`, or None for torch's default (all
+    cores). Under the CPU lock all cores gave 1.4-1.8x the /embed throughput of one thread;
+    one thread only won while other processes shared the cores (BENCHMARKS.md)."""
+    return settings.torch_threads or None
 
 
 def load_state(settings: Settings) -> ServiceState:
@@ -55,7 +50,9 @@ def load_state(settings: Settings) -> ServiceState:
     if resolve_device(settings.device) == "cpu":
         import torch
 
-        torch.set_num_threads(cpu_threads(settings))
+        threads = cpu_threads(settings)
+        if threads:
+            torch.set_num_threads(threads)
     model = settings.model
     if settings.index_dir is not None:
         if settings.allow_updates:

@@ -20,7 +20,7 @@ def serve(
     workers: int = typer.Option(None, "--workers", help="uvicorn worker processes, each loading the models (env DENSEKIT_WORKERS, default 1; more than 1 needs --read-only)"),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda (env DENSEKIT_DEVICE)"),
     dtype: str = typer.Option(None, "--dtype", help="auto, float32, float16, bfloat16 (env DENSEKIT_DTYPE)"),
-    torch_threads: int = typer.Option(None, "--torch-threads", help="CPU threads of a forward pass; 0 = all cores but one (env DENSEKIT_TORCH_THREADS)"),
+    torch_threads: int = typer.Option(None, "--torch-threads", help="CPU threads of a forward pass; 0 = all cores (env DENSEKIT_TORCH_THREADS)"),
     batch_size: int = typer.Option(None, "--batch-size", help="encoder mini-batch inside one forward call (env DENSEKIT_BATCH_SIZE)"),
     max_top_k: int = typer.Option(None, "--max-top-k", help="largest top_k or rerank_top_n a request may ask for (422 past it)"),
     max_client_batch: int = typer.Option(None, "--max-client-batch", help="most texts or queries in one request (413 past it)"),

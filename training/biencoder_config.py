@@ -23,25 +23,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from densekit.errors import ConfigError
+from training.run_config import StrictConfig, TrainingSourceConfig
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Strict = StrictConfig
 
 
-class DataConfig(_Strict):
-    beir: str | None = Field(None, description="BEIR folder (or name under DENSEKIT_DATA_DIR) whose qrels give training pairs")
-    beir_split: str = Field("train", description="qrels split of `beir` to train on")
-    pairs: list[str] = Field(default_factory=list, description="{query, pos, neg} JSONL files, mixed with the BEIR pairs")
+class DataConfig(TrainingSourceConfig):
     num_negatives: int = Field(1, ge=0, le=64, description="hard-negative columns per training row (0: in-batch negatives only)")
-    max_queries: PositiveInt | None = Field(None, description="use a fixed random subset of this many BEIR training queries")
-    min_grade: int = Field(1, ge=1, description="qrels grade at or above which a document is a positive")
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if not self.beir and not self.pairs:
-            raise ValueError("give at least one of data.beir or data.pairs")
-        return self
 
 
 class MiningConfig(_Strict):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from densekit.atomic import write_text_atomic
 from densekit.errors import ConfigError
@@ -19,6 +19,29 @@ from densekit.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 
 RESOLVED_CONFIG = "resolved_config.yaml"
+
+
+class StrictConfig(BaseModel):
+    """A config section: unknown fields are errors, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainingSourceConfig(StrictConfig):
+    """Where training queries and positives come from: a BEIR folder's qrels, pairs JSONL
+    files ({query, pos, neg}), or both mixed. Shared by every `densekit train` command."""
+
+    beir: str | None = Field(None, description="BEIR folder (or name under DENSEKIT_DATA_DIR) whose qrels give training queries and positives")
+    beir_split: str = Field("train", description="qrels split of `beir` to train on (never the split you evaluate on)")
+    pairs: list[str] = Field(default_factory=list, description="{query, pos, neg} JSONL files, mixed with the BEIR pairs")
+    max_queries: PositiveInt | None = Field(None, description="use a fixed random subset of this many BEIR training queries")
+    min_grade: int = Field(1, ge=1, description="qrels grade at or above which a document is a positive")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if not self.beir and not self.pairs:
+            raise ValueError("give at least one of data.beir or data.pairs")
+        return self
 
 
 def _field_name(loc: tuple) -> str:

@@ -27,23 +27,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from training.run_config import StrictConfig, TrainingSourceConfig
 
 
-class RerankDataConfig(_Strict):
-    beir: str | None = Field(None, description="BEIR folder (or name under DENSEKIT_DATA_DIR) whose qrels give training queries and positives")
-    beir_split: str = Field("train", description="qrels split of `beir` to train on")
-    pairs: list[str] = Field(default_factory=list, description="{query, pos, neg} JSONL files (their negatives are used as given)")
-    max_queries: PositiveInt | None = Field(None, description="fixed random subset of this many BEIR training queries")
-    min_grade: int = Field(1, ge=1, description="qrels grade at or above which a document is a positive")
+_Strict = StrictConfig
 
-    @model_validator(mode="after")
-    def _one_source(self):
-        if not self.beir and not self.pairs:
-            raise ValueError("give at least one of data.beir or data.pairs")
-        return self
+
+class RerankDataConfig(TrainingSourceConfig):
+    """Training queries and positives; negatives of pairs files are used as given."""
 
 
 class NegativesConfig(_Strict):

@@ -9,6 +9,7 @@ by id), each query's top `--top-n` first-stage hits; both stages scored on those
 """
 from __future__ import annotations
 
+import os
 import argparse
 import json
 
@@ -22,7 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reranker", required=True)
     ap.add_argument("--kind", default="auto")
-    ap.add_argument("--data", default="/work/shared/data/scifact")
+    ap.add_argument("--data", default=os.path.join(os.environ.get("DENSEKIT_DATA_DIR", "../shared/data"), "scifact"))
     ap.add_argument("--split", default="test")
     ap.add_argument("--run", required=True, help="first-stage TREC run")
     ap.add_argument("--top-n", type=int, default=20)

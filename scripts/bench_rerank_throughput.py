@@ -8,6 +8,7 @@ warm-up. Usage:
 """
 from __future__ import annotations
 
+import os
 import argparse
 import json
 import statistics
@@ -19,7 +20,7 @@ from densekit.data.beir import document_text
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="/work/shared/data/scifact")
+    ap.add_argument("--data", default=os.path.join(os.environ.get("DENSEKIT_DATA_DIR", "../shared/data"), "scifact"))
     ap.add_argument("--llm", action="append", default=[], help="LLM reranker(s)")
     ap.add_argument("--cross-encoder", action="append", default=[], help="cross-encoder(s)")
     ap.add_argument("--pairs", type=int, default=16)

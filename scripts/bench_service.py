@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     p.add_argument("--index", required=True)
     p.add_argument("--reranker", default="runs/service/minilm-ce")
     p.add_argument("--infinity", help="infinity_emb executable (its own virtualenv); skip the comparison when absent")
-    p.add_argument("--data-dir", default=os.environ.get("DENSEKIT_DATA_DIR", "/work/shared/data"))
+    p.add_argument("--data-dir", default=os.environ.get("DENSEKIT_DATA_DIR", "../shared/data"))
     p.add_argument("--load-duration", type=float, default=60)
     p.add_argument("--embed-duration", type=float, default=10)
     p.add_argument("--rounds", type=int, default=5)

@@ -26,7 +26,7 @@ def main(infinity: str, *env_pairs: str) -> None:
     from densekit.models import packaged_minilm_path
 
     m = packaged_minilm_path()
-    texts = sentences(os.environ.get("DENSEKIT_DATA_DIR", "/work/shared/data"))[:200]
+    texts = sentences(os.environ.get("DENSEKIT_DATA_DIR", "../shared/data"))[:200]
     dp, ip = free_port(), free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **dict(kv.split("=", 1) for kv in env_pairs)}
     dk = subprocess.Popen([sys.executable, "-m", "densekit.cli.main", "serve", "--host", "127.0.0.1", "--port", str(dp), "--model", m, "--log-level", "warning", "--read-only"], stderr=subprocess.DEVNULL, env=env)

@@ -7,6 +7,7 @@ dense run cut to the same queries and top-n), so the numbers are comparable by c
 """
 from __future__ import annotations
 
+import os
 import argparse
 import json
 from pathlib import Path
@@ -18,7 +19,7 @@ from eval.trec import read_run, truncate_run
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="/work/shared/data/scifact")
+    ap.add_argument("--data", default=os.path.join(os.environ.get("DENSEKIT_DATA_DIR", "../shared/data"), "scifact"))
     ap.add_argument("--run", required=True)
     ap.add_argument("--top-n", type=int, default=20)
     ap.add_argument("--max-queries", type=int, default=50)

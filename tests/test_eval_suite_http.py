@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
@@ -11,14 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from densekit.cli.main import app
+from tests.conftest import free_port
 
 runner = CliRunner()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
@@ -32,7 +26,7 @@ def served_index(tiny_beir, tiny_st_model_dir, tmp_path):
     ix = tmp_path / "ix"
     r = runner.invoke(app, ["index", "build", "--data", str(tiny_beir), "--model", str(tiny_st_model_dir), "--out", str(ix)])
     assert r.exit_code == 0, r.output
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(Settings(index_dir=ix, device="cpu")), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -90,6 +84,6 @@ def test_endpoint_errors_are_clear(served_index, tiny_beir, tmp_path):
     _, url = served_index
     r = runner.invoke(app, ["eval", "--data", str(tiny_beir), "--endpoint", url, "--top-k", "5000", "--out", str(tmp_path / "x")])
     assert r.exit_code != 0 and "max_top_k" in str(r.exception)
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     r = runner.invoke(app, ["eval", "--data", str(tiny_beir), "--endpoint", dead, "--out", str(tmp_path / "y")])
     assert r.exit_code != 0 and "endpoint" in str(r.exception)

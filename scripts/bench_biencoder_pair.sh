@@ -7,6 +7,6 @@ export DENSEKIT_DATA_DIR=${DENSEKIT_DATA_DIR:-../shared/data} HF_HUB_OFFLINE=1 T
 flock /tmp/densekit-cpu.lock bash -c '
 for n in "$@"; do
   echo "== $n $(date -u +%FT%TZ)"
-  timeout 600 .venv/bin/densekit train biencoder --config "configs/biencoder/$n.yaml" --no-progress > "runs/ft-$n.log" 2>&1
+  timeout 1500 .venv/bin/densekit train biencoder --config "configs/biencoder/$n.yaml" --no-progress > "runs/ft-$n.log" 2>&1
   echo "== $n rc=$? $(date -u +%FT%TZ)"
 done' _ "$@"

@@ -90,7 +90,8 @@ def test_llm_reranker_trains_and_reloads(tmp_path, tiny_beir, tiny_llm_dir, tiny
     assert base.logits("q", ["Paris"]).tolist() != rr.logits("q", ["Paris"]).tolist()  # training changed the model
 
 
-def test_cross_encoder_trains(tmp_path, tiny_beir, tiny_st_model_dir, minilm_path):
+@pytest.mark.parametrize("head", ["mean", "cls"])
+def test_cross_encoder_trains(tmp_path, tiny_beir, tiny_st_model_dir, minilm_path, head):
     from training.rerank import load_reranker
 
     data = _beir_with_train(tiny_beir)
@@ -102,11 +103,14 @@ def test_cross_encoder_trains(tmp_path, tiny_beir, tiny_st_model_dir, minilm_pat
         output_dir=str(out),
         data={"beir": str(data)},
         negatives={"retriever": str(tiny_st_model_dir), "top_k": 4, "hard": 2, "random": 1},
-        train={"max_steps": 3, "batch_size": 4, "learning_rate": 1e-3, "max_length": 64, "logging_steps": 1, "device": "cpu"},
+        train={"max_steps": 3, "batch_size": 4, "learning_rate": 1e-3, "max_length": 64, "logging_steps": 1, "device": "cpu", "head": head},
         eval={"beir": str(data), "split": "test", "top_n": 4, "before": False},
     )
     assert _run_cli(["train", "reranker", "--config", str(cfg), "--no-progress"]) == 0
     assert (out / "loss_curve.png").is_file() and (out / "eval_after" / "metrics.json").is_file()
     rr = load_reranker(str(out / "model"), device="cpu")
     assert rr.kind == "cross-encoder"
-    assert len(rr.score("q", ["a", "b", "c"])) == 3
+    pooled = any(type(m).__name__ == "Pooling" for m in rr.model)
+    assert pooled == (head == "mean")
+    scores = rr.score("q", ["a", "b", "c"])
+    assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)  # sigmoid of the one logit

@@ -74,6 +74,15 @@ def detect_kind(name_or_path: str) -> str:
             meta = json.loads((p / "densekit_reranker.json").read_text())
             if meta.get("kind") in ("llm", "cross-encoder"):
                 return meta["kind"]
+        st_cfg = p / "config_sentence_transformers.json"
+        if st_cfg.is_file():
+            # sentence-transformers marks its modular cross-encoders (e.g. body + mean pooling
+            # + linear head) here; their config.json names only the bare body (BertModel).
+            try:
+                if json.loads(st_cfg.read_text()).get("model_type") == "CrossEncoder":
+                    return "cross-encoder"
+            except json.JSONDecodeError as exc:
+                raise ModelLoadError(f"{st_cfg}: not valid JSON ({exc})") from None
         cfg = p / "config.json"
         if not cfg.is_file():
             raise ModelLoadError(f"reranker folder {p} has no config.json (nor adapter_config.json)")

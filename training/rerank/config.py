@@ -70,6 +70,10 @@ class RerankTrainConfig(_Strict):
     temperature: float = Field(1.0, gt=0, description="cl: softmax temperature over z_yes")
     sft_reduction: Literal["sum_docs", "mean_docs"] = Field("sum_docs", description="sft: sum (paper/DESIGN) or mean over a query's documents")
     batch_size: PositiveInt = Field(16, description="cross-encoder: (query, document) pairs per batch")
+    head: Literal["mean", "cls"] = Field(
+        "mean",
+        description="cross-encoder: score from the mean of the token vectors (mean) or from BERT's [CLS] pooler with a classification head (cls)",
+    )
     logging_steps: PositiveInt = 5
     device: str = Field("auto", description="auto, cpu, cuda")
     bf16: bool = Field(False, description="llm: bfloat16 autocast (weights and optimizer stay float32); ~2x faster on CPUs with avx512_bf16 and on recent GPUs")

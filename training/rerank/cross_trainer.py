@@ -1,10 +1,16 @@
 """Train a BERT-style cross-encoder with sentence-transformers' CrossEncoder trainer.
 
 No cross-encoder weights ship offline, so densekit trains its own from the packaged
-all-MiniLM-L6-v2 encoder (a fresh 1-logit classification head on top), on the same mined
-groups the LLM rerankers use, each (query, document) a row labelled 1 or 0, with
-binary cross-entropy (sentence-transformers' `BinaryCrossEntropyLoss`, its recommended
-loss for hard-negative pointwise data).
+all-MiniLM-L6-v2 encoder (a fresh 1-logit head on top), on the same mined groups the LLM
+rerankers use, each (query, document) a row labelled 1 or 0, with binary cross-entropy
+(sentence-transformers' `BinaryCrossEntropyLoss`, its recommended loss for hard-negative
+pointwise data).
+
+The head reads the mean of the token vectors by default (`train.head: mean`), not BERT's
+[CLS] pooler: all-MiniLM-L6-v2 was trained as a mean-pooling bi-encoder, so its mean vector
+already carries meaning while its [CLS] pooler is untrained, and a linear head on the mean
+starts learning at once where the [CLS] head sat at chance loss for a whole short run
+(BENCHMARKS, issue 4). `head: cls` builds the classic sequence-classification model.
 """
 from __future__ import annotations
 
@@ -29,10 +35,25 @@ def _rows(groups: list[RerankGroup], num_neg: int, seed: int) -> dict[str, list]
     return {"query": q, "document": d, "label": y}
 
 
+def _base_cross_encoder(path: str, head: str, max_length: int, device: str):
+    from sentence_transformers.base.modules import Dense, Transformer
+    from sentence_transformers.cross_encoder import CrossEncoder
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    if head == "cls":
+        return CrossEncoder(path, num_labels=1, max_length=max_length, device=device)
+    body = Transformer(path, transformer_task="feature-extraction", max_seq_length=max_length)
+    dim = body.get_embedding_dimension()
+    # A raw logit out ("scores"); CrossEncoder applies the sigmoid for one label.
+    return CrossEncoder(
+        modules=[body, Pooling(dim, "mean"), Dense(dim, 1, activation_function=None, module_output_name="scores")], device=device
+    )
+
+
 def train_cross_encoder(cfg: RerankerRunConfig, groups: list[RerankGroup], model_dir: Path, log: Callable[[str], None] = print, progress: bool = True) -> list[dict]:
     import torch
     from datasets import Dataset
-    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     from densekit.devices import resolve_device
@@ -40,7 +61,7 @@ def train_cross_encoder(cfg: RerankerRunConfig, groups: list[RerankGroup], model
 
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.train.device)
-    model = CrossEncoder(resolve_encoder_name(cfg.base_model()), num_labels=1, max_length=cfg.train.max_length, device=device)
+    model = _base_cross_encoder(resolve_encoder_name(cfg.base_model()), cfg.train.head, cfg.train.max_length, device)
     num_neg = cfg.negatives.hard + cfg.negatives.random
     rows = _rows(groups, num_neg, cfg.seed)
     train_ds = Dataset.from_dict(rows)

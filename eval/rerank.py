@@ -76,6 +76,23 @@ def rerank_run(
     return out
 
 
+def fuse_rrf(runs: list[Run], k: int = 60) -> Run:
+    """Reciprocal rank fusion (Cormack, Clarke and Buettcher, SIGIR 2009):
+    score(q, d) = sum over runs of 1 / (k + rank of d in that run), ranks from 1, a document
+    missing from a run adding nothing. Fusing the first stage with a reranker's run keeps the
+    retriever's signal where a weak reranker would throw it away, with no weight to tune
+    (k = 60 is the paper's constant, not fitted here)."""
+    if k < 0:
+        raise ValueError("k must be >= 0")
+    fused: Run = {}
+    for run in runs:
+        for qid, docs in run.items():
+            row = fused.setdefault(qid, {})
+            for rank, (doc, _) in enumerate(trec_order(docs), start=1):
+                row[doc] = row.get(doc, 0.0) + 1.0 / (k + rank)
+    return fused
+
+
 def select_queries(dataset: BeirDataset, run: Run, max_queries: int | None) -> list[str]:
     """Judged queries present in the run; the first `max_queries` by sorted id when capped
     (a fixed, reproducible subset)."""

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from densekit.data import load_beir
-from eval.rerank import score_stages, select_queries
+from eval.rerank import fuse_rrf, score_stages, select_queries
 from eval.trec import read_run, truncate_run
 
 
@@ -23,6 +23,8 @@ def main() -> None:
     ap.add_argument("--run", required=True)
     ap.add_argument("--top-n", type=int, default=20)
     ap.add_argument("--max-queries", type=int, default=50)
+    ap.add_argument("--fuse", action="store_true", help="add a row per system: its run fused with the dense run by reciprocal rank fusion (k=60)")
+    ap.add_argument("--per-query-dir", help="write each row's per_query.csv under DIR/<row slug>/ (for densekit eval compare)")
     ap.add_argument("systems", nargs="+", help="NAME=FOLDER (a rerank report folder with run.trec and metrics.json)")
     args = ap.parse_args()
     ds = load_beir(args.data, "test")
@@ -32,8 +34,9 @@ def main() -> None:
     qrels = {q: ds.qrels[q] for q in qids}
     keys = ("ndcg@10", "mrr@10", "auc_global", "auc_per_query")
     lines = ["| system | nDCG@10 | MRR@10 | AUC global | AUC per query | pairs/s |", "|---|---|---|---|---|---|"]
-    (m_first, _), _ = score_stages(qrels, first, first, args.top_n)
+    (m_first, pq_first), _ = score_stages(qrels, first, first, args.top_n)
     lines.append("| dense first stage (no reranking) | " + " | ".join(f"{m_first[k]:.4f}" for k in keys) + " | - |")
+    _write_per_query(args.per_query_dir, "dense", pq_first)
     for spec in args.systems:
         name, folder = spec.split("=", 1)
         folder = Path(folder)
@@ -41,12 +44,30 @@ def main() -> None:
             lines.append(f"| {name} | not measured | | | | |")
             continue
         reranked = read_run(folder / "run.trec")
+        # A run over more queries (e.g. all 300) is cut to this table's subset.
+        reranked = {q: reranked[q] for q in qids if q in reranked}
         if set(reranked) != set(qids) or any(set(reranked[q]) != set(first[q]) for q in qids):
             raise SystemExit(f"{folder}: not the same queries/candidates as the first stage")
         info = json.loads((folder / "metrics.json").read_text())["info"]
-        _, (m, _) = score_stages(qrels, first, reranked, args.top_n)
+        _, (m, pq) = score_stages(qrels, first, reranked, args.top_n)
         lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + f" | {info['pairs_per_s']:.2f} |")
+        _write_per_query(args.per_query_dir, name, pq)
+        if args.fuse:
+            _, (mf, pqf) = score_stages(qrels, first, fuse_rrf([first, reranked]), args.top_n)
+            lines.append(f"| {name} + RRF with dense | " + " | ".join(f"{mf[k]:.4f}" for k in keys) + " | - |")
+            _write_per_query(args.per_query_dir, name + " rrf", pqf)
     print("\n".join(lines))
+
+
+def _write_per_query(root: str | None, name: str, per_query: dict) -> None:
+    if not root:
+        return
+    from eval.report import per_query_csv
+
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    out = Path(root) / slug
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "per_query.csv").write_text(per_query_csv(per_query))
 
 
 if __name__ == "__main__":

@@ -105,3 +105,21 @@ def test_relevant_documents_missed_by_the_first_stage_stay_out_of_the_auc(tiny_b
     # every relevant document sits below rank 3: nothing to rerank, no AUC positives
     assert out.reranked["ndcg@10"] == 0.0 and out.first_stage["ndcg@10"] == 0.0
     assert all("auc" not in row for row in out.per_query_reranked.values())
+
+
+def test_rrf_fusion_matches_hand_computed_ranks():
+    from eval.rerank import fuse_rrf
+
+    first = {"q": {"a": 0.9, "b": 0.8, "c": 0.1}}
+    rerank = {"q": {"c": 5.0, "a": 1.0, "b": -2.0}}
+    fused = fuse_rrf([first, rerank], k=60)
+    # ranks: a 1 and 2, b 2 and 3, c 3 and 1
+    assert fused["q"]["a"] == pytest.approx(1 / 61 + 1 / 62)
+    assert fused["q"]["b"] == pytest.approx(1 / 62 + 1 / 63)
+    assert fused["q"]["c"] == pytest.approx(1 / 63 + 1 / 61)
+    assert sorted(fused["q"], key=fused["q"].get, reverse=True) == ["a", "c", "b"]
+    # a document only one run has gets only that run's share
+    only = fuse_rrf([first, {"q": {"z": 1.0}}], k=0)
+    assert only["q"]["z"] == pytest.approx(1.0) and only["q"]["a"] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        fuse_rrf([first], k=-1)

@@ -73,7 +73,8 @@ def load(args_list: list[str], out: Path) -> dict:
 
 def densekit_server(args, port: int, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "densekit.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--read-only", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(args.outdir / "densekit-server.log", "ab"))
+    env = {**os.environ, **dict(kv.split("=", 1) for kv in args.densekit_env)}
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(args.outdir / "densekit-server.log", "ab"), env=env)
 
 
 def main(argv=None) -> int:
@@ -87,6 +88,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--embed-targets", default="densekit_embed,infinity_embeddings", help="comma list of densekit_embed, densekit_v1_embeddings, infinity_embeddings")
+    p.add_argument("--densekit-env", action="append", default=[], metavar="KEY=VALUE", help="environment of the densekit server only (e.g. DENSEKIT_TORCH_THREADS=1); repeatable")
     p.add_argument("--skip", default="", help="comma list of parts to skip: load,overhead,embed")
     p.add_argument("--out", default="runs/service/bench.json")
     args = p.parse_args(argv)
@@ -97,7 +99,7 @@ def main(argv=None) -> int:
 
     minilm = packaged_minilm_path()
     common = ["--data-dir", args.data_dir]
-    results: dict = {"machine": "CPU-2c: 2 cores, 24 GiB, no GPU", "model": minilm, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    results: dict = {"machine": "CPU-2c: 2 cores, 24 GiB, no GPU", "model": minilm, "densekit_env": args.densekit_env, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
 
     if "load" not in skip:
         # 1. mixed load, 32 clients, 60 s. Reranker inputs capped at 256 tokens.

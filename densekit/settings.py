@@ -23,7 +23,11 @@ class Settings(BaseSettings):
     model: str = Field(default=DEFAULT_MODEL, description="bi-encoder: hub name or local path")
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     dtype: str = Field(default="auto", description="auto (fp32 on CPU, bf16/fp16 on CUDA), float32, float16, bfloat16")
-    batch_size: int = Field(default=64, ge=1, description="encoder batch size for offline encoding")
+    batch_size: int = Field(
+        default=32,
+        ge=1,
+        description="encoder mini-batch (index builds, evaluation, and inside each dynamic batch of the server); 32 gave 1.17-1.22x the /embed throughput of 64 at 8 sentences per request on 2 CPU cores (BENCHMARKS.md); raise it on a GPU",
+    )
     faiss_device: str = Field(default="auto", description="where faiss searches: auto (GPU when the models run on CUDA and faiss has GPU support), cpu or gpu")
 
     # Service

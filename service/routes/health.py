@@ -21,6 +21,7 @@ LIMIT_FIELDS = (
     "max_text_chars",
     "max_payload_bytes",
     "max_batch_tokens",
+    "batch_size",
     "max_search_batch",
     "max_wait_ms",
     "max_queue",

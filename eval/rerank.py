@@ -151,6 +151,15 @@ def evaluate_rerank(
     return RerankOutcome(m_first, m_rr, pq_first, pq_rr, first, reranked, info)
 
 
+def fused_outcome(outcome: RerankOutcome, qrels: dict[str, dict[str, int]]) -> RerankOutcome:
+    """The same two-stage outcome with the second stage replaced by RRF(first, reranked)."""
+    top_n = outcome.info["top_n"]
+    fused = fuse_rrf([outcome.run_first, outcome.run_reranked])
+    (m_first, pq_first), (m_fused, pq_fused) = score_stages(qrels, outcome.run_first, fused, top_n)
+    info = {**outcome.info, "fusion": "rrf", "rrf_k": 60}
+    return RerankOutcome(m_first, m_fused, pq_first, pq_fused, outcome.run_first, fused, info)
+
+
 HEADLINE = ("ndcg@10", "mrr@10", "auc_global", "auc_per_query")
 
 

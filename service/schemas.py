@@ -3,7 +3,7 @@ documents them. The shapes borrowed from TEI, OpenAI and Cohere/Jina are in
 `compat_schemas.py`."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
@@ -27,6 +27,11 @@ class SearchRequest(BaseModel):
     rerank_top_n: int | None = Field(
         None, ge=1, le=100_000, description="first-stage hits the reranker rescores (default: the server's rerank_top_n; at least top_k)"
     )
+    rerank_fusion: Literal["none", "rrf"] = Field(
+        "none",
+        description="with rerank: 'none' orders by the reranker's score; 'rrf' by reciprocal rank fusion of the dense and reranker ranks "
+        "(1/(60+rank) summed), which keeps the retriever's signal (BENCHMARKS.md: the best SciFact system)",
+    )
     search_params: SearchParamsIn | None = Field(None, description="per-request index parameters, e.g. {\"nprobe\": 32} or {\"ef_search\": 128}")
 
     @model_validator(mode="after")
@@ -38,8 +43,9 @@ class SearchRequest(BaseModel):
 
 class SearchHitOut(BaseModel):
     id: str = Field(..., description="document id")
-    score: float = Field(..., description="similarity, or the reranker's score when reranked")
+    score: float = Field(..., description="similarity; when reranked the reranker's score, or the fused RRF score with rerank_fusion 'rrf'")
     dense_score: float | None = Field(None, description="first-stage similarity (only when reranked)")
+    rerank_score: float | None = Field(None, description="the reranker's score (only when reranked)")
     title: str = Field("", description="document title")
     text: str = Field("", description="document text")
     metadata: dict[str, Any] = Field(default_factory=dict, description="document metadata")

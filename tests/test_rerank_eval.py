@@ -95,6 +95,17 @@ def test_eval_cli_rerank(tiny_beir, tiny_st_model_dir, tmp_path, capsys, monkeyp
         assert 0.0 <= m[stage]["ndcg@10"] <= 1.0 and "auc_global" in m[stage]
     assert (out / "run.trec").is_file()  # the first-stage report is still written
     assert "->" in capsys.readouterr().err
+    # The RRF fusion of both stages is reported beside them, computed from their runs.
+    from eval.rerank import fuse_rrf, score_stages
+    from eval.trec import read_run, truncate_run
+
+    fused = json.loads((out / "rerank-rrf" / "metrics.json").read_text())
+    assert fused["first_stage"] == m["first_stage"] and fused["info"]["fusion"] == "rrf"
+    ds = load_beir(tiny_beir, "test")
+    reranked = read_run(out / "rerank" / "run.trec")
+    first = truncate_run({q: r for q, r in read_run(out / "run.trec").items() if q in reranked}, 4)
+    _, (m_expected, _) = score_stages({q: ds.qrels[q] for q in first}, first, fuse_rrf([first, reranked]), 4)
+    assert fused["reranked"]["ndcg@10"] == pytest.approx(m_expected["ndcg@10"])
 
 
 def test_relevant_documents_missed_by_the_first_stage_stay_out_of_the_auc(tiny_beir):

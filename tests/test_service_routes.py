@@ -131,6 +131,24 @@ def test_search_rerank_two_stage(client):
     assert [x["hits"][0]["id"] for x in r.json()["results"]] == ["d6", "d2"]
 
 
+def test_search_rerank_rrf_fusion(client):
+    from eval.rerank import fuse_rrf
+
+    body = {"query": "capital city of Italy", "top_k": 6, "rerank": True, "rerank_top_n": 6}
+    plain = client.post("/search", json=body).json()["hits"]
+    fused = client.post("/search", json={**body, "rerank_fusion": "rrf"}).json()["hits"]
+    assert {h["id"] for h in fused} == {h["id"] for h in plain}
+    dense = {h["id"]: h["dense_score"] for h in fused}
+    rerank = {h["id"]: h["rerank_score"] for h in fused}
+    assert rerank == {h["id"]: pytest.approx(h["score"]) for h in plain}  # rerank_score is the reranker's score
+    expected = fuse_rrf([{"q": dense}, {"q": rerank}])["q"]
+    for h in fused:
+        assert h["score"] == pytest.approx(expected[h["id"]])
+    scores = [h["score"] for h in fused]
+    assert scores == sorted(scores, reverse=True)
+    _err(client.post("/search", json={**body, "rerank_fusion": "max"}), 422, "validation")
+
+
 @pytest.mark.parametrize(
     "body,status,kind",
     [

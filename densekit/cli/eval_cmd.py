@@ -268,13 +268,17 @@ def mteb_cmd(
 
 def _rerank_stage(name: str, top_n: int, ds, run, out: Path, device: str) -> None:
     """Second stage of `densekit eval --rerank`: rerank the top-n, report both stages."""
-    from eval.rerank import evaluate_rerank, write_rerank_report
+    from eval.rerank import evaluate_rerank, fused_outcome, write_rerank_report
     from training.rerank import load_reranker
 
     reranker = load_reranker(name, device=device)
     outcome = evaluate_rerank(reranker, ds, run, top_n=top_n)
     write_rerank_report(out / "rerank", outcome)
+    # The RRF fusion of both stages costs no model call, so it is always reported beside them.
+    fused = fused_outcome(outcome, {q: ds.qrels[q] for q in outcome.run_first})
+    write_rerank_report(out / "rerank-rrf", fused)
     console.print(f"reranked top-{top_n} with {name}: {outcome.info['pairs']} pairs, {outcome.info['pairs_per_s']} pairs/s")
+    console.print(f"{'':>14}  first stage -> reranked | RRF(first, reranked)")
     for k in ("ndcg@10", "mrr@10", "auc_global", "auc_per_query"):
-        console.print(f"{k:>14}: {outcome.first_stage[k]:.4f} -> {outcome.reranked[k]:.4f}")
-    console.print(f"rerank report: {out / 'rerank'}")
+        console.print(f"{k:>14}: {outcome.first_stage[k]:.4f} -> {outcome.reranked[k]:.4f} | {fused.reranked[k]:.4f}")
+    console.print(f"rerank reports: {out / 'rerank'}, {out / 'rerank-rrf'}")

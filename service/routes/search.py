@@ -8,6 +8,7 @@ import time
 from fastapi import APIRouter, Depends, Request
 
 from densekit.data.beir import document_text
+from eval.rerank import fuse_rrf
 from service.auth import require_api_key
 from service.deps import check_text, check_texts, ready_state, settings_of, timings
 from service.engines import Hit
@@ -18,10 +19,12 @@ from service.schemas import BatchSearchResponse, SearchRequest, SearchResponse, 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_api_key)])
 
 
-def _hit(h: Hit, dense: float | None = None, score: float | None = None) -> dict:
+def _hit(h: Hit, dense: float | None = None, score: float | None = None, rerank: float | None = None) -> dict:
     out = {"id": h.id, "score": h.score if score is None else score, "title": h.title, "text": h.text, "metadata": h.metadata}
     if dense is not None:
         out["dense_score"] = dense
+    if rerank is not None:
+        out["rerank_score"] = rerank
     return out
 
 
@@ -33,7 +36,8 @@ def _hit(h: Hit, dense: float | None = None, score: float | None = None) -> dict
         "Give `query` for one query (answer: `{query, hits, took_ms}`) or `queries` for a batch "
         "(answer: `{results: [{query, hits}], took_ms}`). With `rerank: true` the first "
         "`rerank_top_n` dense hits of each query are rescored by the server's reranker and the best "
-        "`top_k` returned; `score` is then the reranker's and `dense_score` the first stage's."
+        "`top_k` returned; `score` is then the reranker's (with `rerank_fusion: \"rrf\"` the reciprocal rank fusion "
+        "of both stages), `dense_score` the first stage's and `rerank_score` the reranker's."
     ),
     responses=errors(400, 401, 413, 422, 429, 503),
 )
@@ -67,7 +71,7 @@ async def search(req: SearchRequest, request: Request):
     per_query = await state.search.search(vectors, first_k, params, tm)
 
     if req.rerank:
-        per_query = await asyncio.gather(*(_rerank(state, q, hits, req.top_k, tm) for q, hits in zip(queries, per_query)))
+        per_query = await asyncio.gather(*(_rerank(state, q, hits, req.top_k, req.rerank_fusion, tm) for q, hits in zip(queries, per_query)))
     else:
         per_query = [[_hit(h) for h in hits] for hits in per_query]
     took = (time.perf_counter() - t0) * 1000
@@ -76,10 +80,17 @@ async def search(req: SearchRequest, request: Request):
     return FastJSON({"results": [{"query": q, "hits": h} for q, h in zip(queries, per_query)], "took_ms": took})
 
 
-async def _rerank(state, query: str, hits: list[Hit], top_k: int, tm) -> list[dict]:
+async def _rerank(state, query: str, hits: list[Hit], top_k: int, fusion: str, tm) -> list[dict]:
     if not hits:
         return []
     texts = [document_text({"title": h.title, "text": h.text}) for h in hits]
     result = await state.rerank.score(query, texts, tm)
-    order = sorted(range(len(hits)), key=lambda i: -result.scores[i])[:top_k]
-    return [_hit(hits[i], dense=hits[i].score, score=result.scores[i]) for i in order]
+    scores = list(result.scores)
+    if fusion == "rrf":
+        # The same fusion `densekit eval` measures (eval.rerank.fuse_rrf), on this query's hits.
+        fused = fuse_rrf([{"q": {h.id: h.score for h in hits}}, {"q": {h.id: s for h, s in zip(hits, scores)}}])["q"]
+        final = [fused[h.id] for h in hits]
+    else:
+        final = scores
+    order = sorted(range(len(hits)), key=lambda i: -final[i])[:top_k]
+    return [_hit(hits[i], dense=hits[i].score, score=final[i], rerank=scores[i]) for i in order]

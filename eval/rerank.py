@@ -76,7 +76,10 @@ def rerank_run(
     return out
 
 
-def fuse_rrf(runs: list[Run], k: int = 60) -> Run:
+RRF_K = 60  # Cormack et al.'s constant
+
+
+def fuse_rrf(runs: list[Run], k: int = RRF_K) -> Run:
     """Reciprocal rank fusion (Cormack, Clarke and Buettcher, SIGIR 2009):
     score(q, d) = sum over runs of 1 / (k + rank of d in that run), ranks from 1, a document
     missing from a run adding nothing. Fusing the first stage with a reranker's run keeps the
@@ -98,6 +101,14 @@ def select_queries(dataset: BeirDataset, run: Run, max_queries: int | None) -> l
     (a fixed, reproducible subset)."""
     qids = sorted(q for q in dataset.qrels if q in run and q in dataset.queries and any(g > 0 for g in dataset.qrels[q].values()))
     return qids[:max_queries] if max_queries else qids
+
+
+def candidates(dataset: BeirDataset, run: Run, top_n: int, max_queries: int | None = None) -> tuple[Run, dict[str, dict[str, int]]]:
+    """The two-stage protocol's inputs: the selected queries' first-stage top-n and their qrels."""
+    from eval.trec import truncate_run
+
+    qids = select_queries(dataset, run, max_queries)
+    return truncate_run({q: run[q] for q in qids}, top_n), {q: dataset.qrels[q] for q in qids}
 
 
 def score_stages(qrels: dict[str, dict[str, int]], first: Run, reranked: Run, top_n: int):
@@ -129,11 +140,7 @@ def evaluate_rerank(
     progress: bool = True,
 ) -> RerankOutcome:
     """Rerank `first_stage` and score both stages on the same top-n candidates."""
-    from eval.trec import truncate_run
-
-    qids = select_queries(dataset, first_stage, max_queries)
-    first = truncate_run({q: first_stage[q] for q in qids}, top_n)
-    qrels = {q: dataset.qrels[q] for q in qids}
+    first, qrels = candidates(dataset, first_stage, top_n, max_queries)
     t0 = time.perf_counter()
     reranked = rerank_run(reranker, dataset, first, top_n, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - t0
@@ -143,7 +150,7 @@ def evaluate_rerank(
         "reranker": getattr(reranker, "name", str(reranker)),
         "reranker_kind": getattr(reranker, "kind", None),
         "top_n": top_n,
-        "queries": len(qids),
+        "queries": len(first),
         "pairs": pairs,
         "rerank_s": round(seconds, 3),
         "pairs_per_s": round(pairs / seconds, 3) if seconds > 0 else None,
@@ -151,12 +158,12 @@ def evaluate_rerank(
     return RerankOutcome(m_first, m_rr, pq_first, pq_rr, first, reranked, info)
 
 
-def fused_outcome(outcome: RerankOutcome, qrels: dict[str, dict[str, int]]) -> RerankOutcome:
+def fused_outcome(outcome: RerankOutcome, qrels: dict[str, dict[str, int]], k: int = RRF_K) -> RerankOutcome:
     """The same two-stage outcome with the second stage replaced by RRF(first, reranked)."""
     top_n = outcome.info["top_n"]
-    fused = fuse_rrf([outcome.run_first, outcome.run_reranked])
+    fused = fuse_rrf([outcome.run_first, outcome.run_reranked], k)
     (m_first, pq_first), (m_fused, pq_fused) = score_stages(qrels, outcome.run_first, fused, top_n)
-    info = {**outcome.info, "fusion": "rrf", "rrf_k": 60}
+    info = {**outcome.info, "fusion": "rrf", "rrf_k": k}
     return RerankOutcome(m_first, m_fused, pq_first, pq_fused, outcome.run_first, fused, info)
 
 

@@ -11,8 +11,8 @@ import random
 import statistics
 
 from densekit.data import load_beir
-from eval.rerank import score_stages, select_queries
-from eval.trec import read_run, truncate_run
+from eval.rerank import candidates, score_stages
+from eval.trec import read_run
 
 
 def main() -> None:
@@ -25,9 +25,7 @@ def main() -> None:
     args = ap.parse_args()
     ds = load_beir(args.data, "test")
     run = read_run(args.run)
-    qids = select_queries(ds, run, args.max_queries)
-    first = truncate_run({q: run[q] for q in qids}, args.top_n)
-    qrels = {q: ds.qrels[q] for q in qids}
+    first, qrels = candidates(ds, run, args.top_n, args.max_queries)
     rng = random.Random(0)
     acc: dict[str, list[float]] = {}
     for _ in range(args.shuffles):

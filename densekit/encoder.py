@@ -5,11 +5,12 @@ job elsewhere (Ray Data) without change. Documents are encoded as BEIR does
 (`title + " " + text`); query and document prompts are used when the model defines them
 (encode_query / encode_document pick them up).
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class Encoder:
         self.dim = int(self.model.get_embedding_dimension())
 
     @classmethod
-    def from_model(cls, model, name: str = "in-memory", normalize: bool | None = None, batch_size: int = 64) -> "Encoder":
+    def from_model(cls, model, name: str = "in-memory", normalize: bool | None = None, batch_size: int = 64) -> Encoder:
         """Wrap an already loaded SentenceTransformer (training hands its model over this way)."""
         self = cls.__new__(cls)
         self.name = name

@@ -3,6 +3,7 @@
 Only the CLI (densekit.cli) and the HTTP layer (service/) turn these into messages,
 exit codes and status codes; library code never prints or exits.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

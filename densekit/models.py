@@ -1,4 +1,5 @@
 """Resolving model names to something loadable, preferring packaged offline copies."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -13,6 +14,9 @@ _MINILM_NAMES = {
     "sentence-transformers/all-minilm-l6-v2",
     "default",
 }
+
+# Names that mean "the packaged SmolLM2-135M-Instruct GGUF" (offline default LLM reranker).
+SMOLLM2_NAMES = {"smollm2", "smollm2-135m", "smollm2-135m-instruct", "huggingfacetb/smollm2-135m-instruct"}
 
 
 def packaged_minilm_path() -> str | None:

@@ -3,6 +3,7 @@
 One pydantic-settings model so that the CLI, the service, docker/compose and `/info`
 agree on names. CLI flags override the environment.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +29,9 @@ class Settings(BaseSettings):
         ge=1,
         description="encoder mini-batch (index builds, evaluation, and inside each dynamic batch of the server); 32 gave 1.17-1.22x the /embed throughput of 64 at 8 sentences per request on 2 CPU cores (BENCHMARKS.md); raise it on a GPU",
     )
-    faiss_device: str = Field(default="auto", description="where faiss searches: auto (GPU when the models run on CUDA and faiss has GPU support), cpu or gpu")
+    faiss_device: str = Field(
+        default="auto", description="where faiss searches: auto (GPU when the models run on CUDA and faiss has GPU support), cpu or gpu"
+    )
 
     # Service
     index_dir: Path | None = Field(default=None, description="index folder the server loads")
@@ -49,13 +52,25 @@ class Settings(BaseSettings):
 
     # Service, continued (issue 6): every limit below is reported by GET /info.
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes; each loads the models (live updates need 1)")
-    max_search_batch: int = Field(default=512, ge=1, description="most queries in one faiss search call (queries of concurrent requests are merged)")
+    max_search_batch: int = Field(
+        default=512, ge=1, description="most queries in one faiss search call (queries of concurrent requests are merged)"
+    )
     reranker_max_length: int | None = Field(default=None, ge=16, description="reranker input length in tokens (default: the model's own)")
-    allow_updates: bool = Field(default=True, description="accept POST /documents and DELETE /documents/{id} (live index updates, persisted)")
-    wal_dir: Path | None = Field(default=None, description="write-ahead log folder of live updates (default: <index_dir>.wal beside the index)")
+    allow_updates: bool = Field(
+        default=True, description="accept POST /documents and DELETE /documents/{id} (live index updates, persisted)"
+    )
+    wal_dir: Path | None = Field(
+        default=None, description="write-ahead log folder of live updates (default: <index_dir>.wal beside the index)"
+    )
     snapshot_every: int = Field(default=1000, ge=1, description="write-ahead log records between index snapshots")
     snapshot_interval_s: float = Field(default=300.0, gt=0, description="seconds after which pending log records are snapshotted")
     graceful_shutdown_s: float = Field(default=30.0, ge=0, description="how long in-flight requests may run after SIGTERM")
     log_json: bool = Field(default=True, description="structured JSON log lines (false: plain text)")
-    load_in_background: bool = Field(default=False, description="open the port before models are loaded (/ready answers 503 until they are)")
-    torch_threads: int = Field(default=0, ge=0, description="CPU threads of a model forward pass; 0 = torch default (all cores); 1 suits machines whose cores other processes share")
+    load_in_background: bool = Field(
+        default=False, description="open the port before models are loaded (/ready answers 503 until they are)"
+    )
+    torch_threads: int = Field(
+        default=0,
+        ge=0,
+        description="CPU threads of a model forward pass; 0 = torch default (all cores); 1 suits machines whose cores other processes share",
+    )

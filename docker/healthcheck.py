@@ -3,6 +3,7 @@
 Standard library only, so the images need no curl; the port comes from DENSEKIT_PORT, as
 for the server itself.
 """
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@ MW loss optimises. The *per-query* AUC averages each query's own AUC.
 
 AUC is the Mann-Whitney U statistic divided by n_pos * n_neg, with ties counted as 1/2.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import rankdata
 
-from eval.trec import Run, trec_order
+from densekit.eval.trec import Run, trec_order
 
 
 def auc_score(pos: np.ndarray, neg: np.ndarray) -> float:

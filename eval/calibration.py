@@ -12,6 +12,7 @@ threshold that keeps a chosen precision is the lowest t whose precision reaches 
 recall is as high as it can be). It is an estimate from judged data, only as good as the
 judgements are complete.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from eval.trec import Run, trec_order
+from densekit.eval.trec import Run, trec_order
 
 
 @dataclass
@@ -41,8 +42,13 @@ class Calibration:
 def threshold_for_precision(pos: np.ndarray, neg: np.ndarray, target: float = 0.9) -> Calibration:
     pos = np.asarray(pos, dtype=np.float64)
     neg = np.asarray(neg, dtype=np.float64)
-    base = dict(target_precision=target, n_pos=len(pos), n_neg=len(neg),
-                pos_mean=float(pos.mean()) if len(pos) else math.nan, neg_mean=float(neg.mean()) if len(neg) else math.nan)
+    base = dict(
+        target_precision=target,
+        n_pos=len(pos),
+        n_neg=len(neg),
+        pos_mean=float(pos.mean()) if len(pos) else math.nan,
+        neg_mean=float(neg.mean()) if len(neg) else math.nan,
+    )
     if len(pos) == 0:
         return Calibration(threshold=None, precision=None, recall=None, negatives_kept=None, **base)
     # Candidate cuts are the distinct scores; counting ">= t" with sorted arrays is O(n log n).

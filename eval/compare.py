@@ -6,6 +6,7 @@ A run is given as any of:
 - a per-query CSV (`qid` column plus one column per metric);
 - a TREC run file, scored against `qrels` (a qrels TSV or a BEIR folder and split).
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,7 +14,7 @@ import math
 from pathlib import Path
 
 from densekit.errors import DataFormatError, DatasetNotFoundError, InvalidInputError
-from eval.significance import PairedTest, compare_paired
+from densekit.eval.significance import PairedTest, compare_paired
 
 PerQuery = dict[str, dict[str, float]]
 
@@ -92,8 +93,8 @@ def load_per_query(source: str | Path, qrels: str | Path | None = None, split: s
         return read_per_query_csv(p)
     if qrels is None:
         raise InvalidInputError(f"{p} looks like a TREC run file: pass --qrels (a qrels TSV or BEIR folder) to score it")
-    from eval.evaluate import score_run
-    from eval.trec import read_run
+    from densekit.eval.evaluate import score_run
+    from densekit.eval.trec import read_run
 
     _, per_query = score_run(load_qrels(qrels, split), read_run(p), auc_negatives=auc_negatives)
     return per_query
@@ -125,8 +126,7 @@ def markdown_comparison(tests: list[PairedTest], name_a: str, name_b: str, alpha
     lines = [
         f"# densekit eval compare: A = {name_a}, B = {name_b}",
         "",
-        "Paired tests over the queries both runs scored; differences are B - A. "
-        f"`*` marks p < {alpha} in both tests.",
+        f"Paired tests over the queries both runs scored; differences are B - A. `*` marks p < {alpha} in both tests.",
         "",
         "| metric | n | A | B | B - A | rel. | 95% CI | Cohen's d | W/T/L | p (randomisation) | p (t-test) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

@@ -1,11 +1,12 @@
 """Curves behind the report's plots: ROC over the pooled (global) AUC pairs, and mean
 Recall@k for every k up to the retrieval depth."""
+
 from __future__ import annotations
 
 import numpy as np
 
-from eval.auc import AucPairs
-from eval.trec import Run, trec_order
+from densekit.eval.auc import AucPairs
+from densekit.eval.trec import Run, trec_order
 
 
 def pooled_scores(pairs: AucPairs) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,5 @@
 """Retrieval evaluation: run queries through an index, score the run, time each stage."""
+
 from __future__ import annotations
 
 import time
@@ -7,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from eval.auc import auc_metrics, collect_pairs
-from eval.metrics import DEFAULT_K, trec_metrics
-from eval.trec import Run
+from densekit.eval.auc import auc_metrics, collect_pairs
+from densekit.eval.metrics import DEFAULT_K, trec_metrics
+from densekit.eval.trec import Run
 
 
 @dataclass
@@ -96,7 +97,7 @@ def evaluate_index(
 def evaluate_encoder(encoder, dataset, top_k: int = 1000, ignore_identical_ids: bool = False, progress: bool = True) -> EvalOutcome:
     """Build a flat index of `dataset.corpus` with `encoder` in memory and evaluate it
     (what training runs call before and after training)."""
-    from index.dense_index import build_from_corpus
+    from densekit.index.dense_index import build_from_corpus
 
     t0 = time.perf_counter()
     idx = build_from_corpus(encoder, dataset.corpus, progress=progress)

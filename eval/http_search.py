@@ -5,13 +5,14 @@ Request and response follow service/schemas.py: `{query, top_k, rerank, rerank_t
 `{hits: [{id, score, ...}]}`. Queries go out on a small thread pool (the server batches
 concurrent requests); a failed request stops the evaluation with the server's message.
 """
+
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from densekit.errors import ConfigError, DensekitError
-from eval.trec import Run
+from densekit.eval.trec import Run
 
 
 class EndpointError(DensekitError):
@@ -54,7 +55,9 @@ class HttpSearcher:
             raise ConfigError("endpoint", f"the server at {self.url} has no index loaded")
         return info
 
-    def search_one(self, query: str, top_k: int, rerank: bool = False, rerank_top_n: int | None = None, search_params: dict | None = None) -> dict[str, float]:
+    def search_one(
+        self, query: str, top_k: int, rerank: bool = False, rerank_top_n: int | None = None, search_params: dict | None = None
+    ) -> dict[str, float]:
         import httpx
 
         body: dict = {"query": query, "top_k": top_k}
@@ -77,7 +80,15 @@ class HttpSearcher:
             raise EndpointError(f"POST {self.url}/search answered {r.status_code} for query {query[:60]!r}: {r.text[:300]}")
         return {h["id"]: float(h["score"]) for h in r.json()["hits"]}
 
-    def retrieve(self, queries: dict[str, str], top_k: int, rerank: bool = False, rerank_top_n: int | None = None, search_params: dict | None = None, progress: bool = True) -> tuple[Run, dict[str, float]]:
+    def retrieve(
+        self,
+        queries: dict[str, str],
+        top_k: int,
+        rerank: bool = False,
+        rerank_top_n: int | None = None,
+        search_params: dict | None = None,
+        progress: bool = True,
+    ) -> tuple[Run, dict[str, float]]:
         from tqdm.auto import tqdm
 
         qids = list(queries)

@@ -4,6 +4,7 @@ pytrec-eval-terrier (the reference), with BEIR's ignore_identical_ids option.
 MRR@k is trec_eval's recip_rank on the run cut to its top k (in trec_eval's own order),
 which is what BEIR's and MTEB's MRR@k compute.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytrec_eval
 
-from eval.trec import Run, truncate_run
+from densekit.eval.trec import Run, truncate_run
 
 DEFAULT_K = (1, 3, 5, 10, 100, 1000)
 

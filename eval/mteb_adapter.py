@@ -3,7 +3,7 @@ and run MTEB's retrieval evaluator on a local BEIR folder with no hub access.
 
     import mteb
     from densekit.encoder import Encoder
-    from eval.mteb_adapter import DensekitMTEBEncoder, local_beir_task
+    from densekit.eval.mteb_adapter import DensekitMTEBEncoder, local_beir_task
 
     model = DensekitMTEBEncoder(Encoder("sentence-transformers/all-MiniLM-L6-v2"))
     task = local_beir_task("/data/scifact", split="test")
@@ -20,6 +20,7 @@ and run MTEB's retrieval evaluator on a local BEIR folder with no hub access.
 - `local_beir_task(folder, split)` is an `AbsTaskRetrieval` whose data come from a BEIR
   folder on disk instead of the hub; MTEB's own evaluator (pytrec_eval based) scores it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -86,14 +87,16 @@ class DensekitMTEBEncoder(AbsEncoder):
         self.use_cache = use_cache
         self.progress = progress
 
-    def encode(self, inputs, *, task_metadata=None, hf_split: str = "", hf_subset: str = "", prompt_type: PromptType | None = None, **kwargs: Any) -> np.ndarray:
+    def encode(
+        self, inputs, *, task_metadata=None, hf_split: str = "", hf_subset: str = "", prompt_type: PromptType | None = None, **kwargs: Any
+    ) -> np.ndarray:
         batch_size = kwargs.get("batch_size")
         if prompt_type == PromptType.query:
             return self.encoder.encode_queries(_texts(inputs), batch_size=batch_size)
         if prompt_type == PromptType.document:
             texts = _document_texts(inputs)
             if self.use_cache:
-                from index.embedding_cache import cached_document_vectors
+                from densekit.index.embedding_cache import cached_document_vectors
 
                 return cached_document_vectors(self.encoder, texts, progress=self.progress)
             return self.encoder.encode_documents(texts, progress=self.progress, batch_size=batch_size)
@@ -103,7 +106,15 @@ class DensekitMTEBEncoder(AbsEncoder):
 class DensekitMTEBSearch:
     """densekit's index (faiss + docstore) behind MTEB's SearchProtocol."""
 
-    def __init__(self, encoder, kind: str = "flat", build_params: dict | None = None, search_params: dict | None = None, name: str | None = None, progress: bool = True):
+    def __init__(
+        self,
+        encoder,
+        kind: str = "flat",
+        build_params: dict | None = None,
+        search_params: dict | None = None,
+        name: str | None = None,
+        progress: bool = True,
+    ):
         self.encoder = encoder
         self.kind = kind
         self.build_params = build_params
@@ -112,13 +123,29 @@ class DensekitMTEBSearch:
         self.progress = progress
         self.index_ = None
 
-    def index(self, corpus, *, task_metadata=None, hf_split: str = "", hf_subset: str = "", encode_kwargs=None, num_proc=None, **kwargs: Any) -> None:
-        from index.dense_index import build_from_corpus
+    def index(
+        self, corpus, *, task_metadata=None, hf_split: str = "", hf_subset: str = "", encode_kwargs=None, num_proc=None, **kwargs: Any
+    ) -> None:
+        from densekit.index.dense_index import build_from_corpus
 
         docs = {row["id"]: {"title": row.get("title") or "", "text": row.get("text") or ""} for row in corpus}
-        self.index_ = build_from_corpus(self.encoder, docs, kind=self.kind, build_params=self.build_params, search_params=self.search_params, progress=self.progress)
+        self.index_ = build_from_corpus(
+            self.encoder, docs, kind=self.kind, build_params=self.build_params, search_params=self.search_params, progress=self.progress
+        )
 
-    def search(self, queries, *, task_metadata=None, hf_split: str = "", hf_subset: str = "", top_k: int = 1000, encode_kwargs=None, top_ranked=None, num_proc=None, **kwargs: Any) -> dict[str, dict[str, float]]:
+    def search(
+        self,
+        queries,
+        *,
+        task_metadata=None,
+        hf_split: str = "",
+        hf_subset: str = "",
+        top_k: int = 1000,
+        encode_kwargs=None,
+        top_ranked=None,
+        num_proc=None,
+        **kwargs: Any,
+    ) -> dict[str, dict[str, float]]:
         if self.index_ is None:
             raise RuntimeError("search() before index()")
         qids = list(queries["id"])
@@ -172,7 +199,9 @@ def local_beir_task(folder: str | Path, split: str = "test", name: str | None = 
             from densekit.data import load_beir
 
             ds = load_beir(folder, split)
-            corpus = Dataset.from_list([{"id": d, "title": v.get("title") or "", "text": v.get("text") or ""} for d, v in ds.corpus.items()])
+            corpus = Dataset.from_list(
+                [{"id": d, "title": v.get("title") or "", "text": v.get("text") or ""} for d, v in ds.corpus.items()]
+            )
             queries = Dataset.from_list([{"id": q, "text": t} for q, t in ds.queries.items()])
             self.dataset = {"default": {split: {"corpus": corpus, "queries": queries, "relevant_docs": ds.qrels, "top_ranked": None}}}
             self.data_loaded = True

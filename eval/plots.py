@@ -1,4 +1,5 @@
 """The report's PNG plots (matplotlib, Agg backend: no display needed)."""
+
 from __future__ import annotations
 
 import io
@@ -33,7 +34,13 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str 
     for name, (fpr, tpr, auc) in curves.items():
         ax.plot(fpr, tpr, lw=1.6, label=f"{name} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
-    ax.set(xlabel="false positive rate (retrieved non-relevant)", ylabel="true positive rate (relevant)", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        xlabel="false positive rate (retrieved non-relevant)",
+        ylabel="true positive rate (relevant)",
+        title=title,
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -1,4 +1,5 @@
 """Reports: metrics.json for machines, report.md for people, run.trec for other tools."""
+
 from __future__ import annotations
 
 import csv
@@ -7,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from densekit.atomic import write_json_atomic, write_text_atomic
-from eval.trec import Run, write_run
+from densekit.eval.trec import Run, write_run
 
 HEADLINE = ("ndcg@10", "ndcg@100", "recall@10", "recall@100", "mrr@10", "map@100", "auc_global", "auc_per_query")
 
 
-def write_report(out_dir: str | Path, metrics: dict[str, Any], per_query: dict[str, dict[str, float]], run: Run | None, info: dict[str, Any]) -> Path:
+def write_report(
+    out_dir: str | Path, metrics: dict[str, Any], per_query: dict[str, dict[str, float]], run: Run | None, info: dict[str, Any]
+) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if run is not None:

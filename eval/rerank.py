@@ -10,14 +10,17 @@ top-n documents as negatives (a missed relevant document cannot be reranked, so 
 stages leave it out of the AUC; queries with no relevant document in their top-n have no
 AUC).
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from densekit.data.beir import BeirDataset, document_text
-from eval.trec import Run, trec_order
+from densekit.fusion import RRF_K, fuse_rrf
+from densekit.runs import Run, trec_order
 
 
 @dataclass
@@ -76,26 +79,6 @@ def rerank_run(
     return out
 
 
-RRF_K = 60  # Cormack et al.'s constant
-
-
-def fuse_rrf(runs: list[Run], k: int = RRF_K) -> Run:
-    """Reciprocal rank fusion (Cormack, Clarke and Buettcher, SIGIR 2009):
-    score(q, d) = sum over runs of 1 / (k + rank of d in that run), ranks from 1, a document
-    missing from a run adding nothing. Fusing the first stage with a reranker's run keeps the
-    retriever's signal where a weak reranker would throw it away, with no weight to tune
-    (k = 60 is the paper's constant, not fitted here)."""
-    if k < 0:
-        raise ValueError("k must be >= 0")
-    fused: Run = {}
-    for run in runs:
-        for qid, docs in run.items():
-            row = fused.setdefault(qid, {})
-            for rank, (doc, _) in enumerate(trec_order(docs), start=1):
-                row[doc] = row.get(doc, 0.0) + 1.0 / (k + rank)
-    return fused
-
-
 def select_queries(dataset: BeirDataset, run: Run, max_queries: int | None) -> list[str]:
     """Judged queries present in the run; the first `max_queries` by sorted id when capped
     (a fixed, reproducible subset)."""
@@ -105,7 +88,7 @@ def select_queries(dataset: BeirDataset, run: Run, max_queries: int | None) -> l
 
 def candidates(dataset: BeirDataset, run: Run, top_n: int, max_queries: int | None = None) -> tuple[Run, dict[str, dict[str, int]]]:
     """The two-stage protocol's inputs: the selected queries' first-stage top-n and their qrels."""
-    from eval.trec import truncate_run
+    from densekit.eval.trec import truncate_run
 
     qids = select_queries(dataset, run, max_queries)
     return truncate_run({q: run[q] for q in qids}, top_n), {q: dataset.qrels[q] for q in qids}
@@ -113,7 +96,7 @@ def candidates(dataset: BeirDataset, run: Run, top_n: int, max_queries: int | No
 
 def score_stages(qrels: dict[str, dict[str, int]], first: Run, reranked: Run, top_n: int):
     """(metrics, per_query) of each stage over the same candidates (see the module doc)."""
-    from eval.evaluate import score_run
+    from densekit.eval.evaluate import score_run
 
     candidates = {q: set(docs) for q, docs in first.items()}
     auc_qrels = {q: {d: g for d, g in judged.items() if d in candidates.get(q, ())} for q, judged in qrels.items()}
@@ -179,8 +162,8 @@ def write_rerank_report(out_dir, outcome: RerankOutcome, extra: dict[str, Any] |
     from pathlib import Path
 
     from densekit.atomic import write_json_atomic, write_text_atomic
-    from eval.report import per_query_csv
-    from eval.trec import write_run
+    from densekit.eval.report import per_query_csv
+    from densekit.eval.trec import write_run
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,7 +171,14 @@ def write_rerank_report(out_dir, outcome: RerankOutcome, extra: dict[str, Any] |
     write_json_atomic(out / "metrics.json", {"first_stage": outcome.first_stage, "reranked": outcome.reranked, "info": info})
     write_run(out / "run.trec", outcome.run_reranked, tag="densekit-rerank")
     write_text_atomic(out / "per_query.csv", per_query_csv(outcome.per_query_reranked))
-    lines = [f"# Reranking: {info.get('reranker')}", "", f"top-{info['top_n']} of the first stage, {info['queries']} queries, {info['pairs']} pairs, {info.get('pairs_per_s')} pairs/s", "", "| metric | first stage | reranked |", "|---|---|---|"]
+    lines = [
+        f"# Reranking: {info.get('reranker')}",
+        "",
+        f"top-{info['top_n']} of the first stage, {info['queries']} queries, {info['pairs']} pairs, {info.get('pairs_per_s')} pairs/s",
+        "",
+        "| metric | first stage | reranked |",
+        "|---|---|---|",
+    ]
     for k in HEADLINE:
         if k in outcome.first_stage:
             lines.append(f"| {k} | {outcome.first_stage[k]:.4f} | {outcome.reranked[k]:.4f} |")

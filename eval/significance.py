@@ -14,6 +14,7 @@ Two tests, the ones ranx offers for comparing IR systems:
 Effect size: the mean difference (B - A), its relative change, and Cohen's d_z (mean
 difference over the standard deviation of the differences), with the wins/ties/losses.
 """
+
 from __future__ import annotations
 
 import math

@@ -13,53 +13,28 @@ Layout of the report folder:
 First stages are shared: two configurations with the same model (one with a reranker) on
 the same dataset retrieve once.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import logging
-import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from densekit.errors import ConfigError, DatasetNotFoundError, ModelLoadError
-from eval.auc import AucPairs, collect_pairs
-from eval.calibration import Calibration, threshold_for_precision, top_k_pairs
-from eval.curves import pooled_scores, recall_curve, roc_points
-from eval.evaluate import exact_positive_scores, retrieve, score_run
-from eval.metrics import drop_identical_ids
-from eval.report import write_report
-from eval.suite_config import DatasetSpec, RunConfig, SuiteConfig
-from eval.trec import Run, trec_order
+from densekit.eval.auc import collect_pairs
+from densekit.eval.calibration import threshold_for_precision, top_k_pairs
+from densekit.eval.cell import CellResult, calibration_dict, safe_name
+from densekit.eval.curves import pooled_scores, recall_curve, roc_points
+from densekit.eval.evaluate import exact_positive_scores, retrieve, score_run
+from densekit.eval.metrics import drop_identical_ids
+from densekit.eval.report import write_report
+from densekit.eval.suite_config import DatasetSpec, RunConfig, SuiteConfig
+from densekit.eval.trec import Run
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CellResult:
-    """One configuration evaluated on one dataset."""
-
-    dataset: str
-    config: str
-    metrics: dict[str, float]
-    per_query: dict[str, dict[str, float]]
-    run: Run
-    pairs: AucPairs
-    calibration: Calibration
-    info: dict[str, Any]
-    first_stage: dict[str, float] | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    calibration_top: Calibration | None = None  # over each query's top calibration_depth hits
-    recall_curve: tuple[np.ndarray, np.ndarray] | None = None  # (k, mean Recall@k)
-    roc: tuple[np.ndarray, np.ndarray] | None = None  # (fpr, tpr) of the pooled pairs
-
-
-def safe_name(name: str) -> str:
-    """A file-system friendly version of a label."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("_") or "run"
 
 
 def resolve_dataset_folder(name: str, data_dir: Path) -> Path:
@@ -92,7 +67,7 @@ class _Resources:
 
     def reranker(self, name: str):
         if name not in self.rerankers:
-            from training.rerank import load_reranker
+            from densekit.rerankers import load_reranker
 
             self.rerankers[name] = load_reranker(name, device=self.device, dtype=self.settings.dtype)
         return self.rerankers[name]
@@ -103,7 +78,7 @@ class _Resources:
 
 def _in_process_first_stage(res: _Resources, ds, cfg: RunConfig, top_k: int, label: str) -> tuple[Run, dict, dict]:
     """(run, exact positive scores, info) from a model (flat index over the corpus) or an index folder."""
-    from index.dense_index import build_from_corpus, load_index
+    from densekit.index.dense_index import build_from_corpus, load_index
 
     timings: dict[str, float] = {}
     index_dir = cfg.resolve("index", label)
@@ -130,8 +105,10 @@ def _in_process_first_stage(res: _Resources, ds, cfg: RunConfig, top_k: int, lab
     return run, pos, info
 
 
-def _endpoint_first_stage(cfg: RunConfig, ds, top_k: int, label: str, rerank: bool, progress: bool, concurrency: int) -> tuple[Run, dict, dict]:
-    from eval.http_search import HttpSearcher
+def _endpoint_first_stage(
+    cfg: RunConfig, ds, top_k: int, label: str, rerank: bool, progress: bool, concurrency: int
+) -> tuple[Run, dict, dict]:
+    from densekit.eval.http_search import HttpSearcher
 
     url = cfg.resolve("endpoint", label)
     searcher = HttpSearcher(url, api_key=cfg.api_key, concurrency=concurrency)
@@ -140,12 +117,25 @@ def _endpoint_first_stage(cfg: RunConfig, ds, top_k: int, label: str, rerank: bo
         top_k = min(top_k, cfg.rerank_top_n)
     try:
         server = searcher.check(top_k, rerank)
-        run, timings = searcher.retrieve(ds.queries, top_k, rerank=rerank, rerank_top_n=cfg.rerank_top_n if rerank else None, search_params=cfg.search_params, progress=progress)
+        run, timings = searcher.retrieve(
+            ds.queries,
+            top_k,
+            rerank=rerank,
+            rerank_top_n=cfg.rerank_top_n if rerank else None,
+            search_params=cfg.search_params,
+            progress=progress,
+        )
     finally:
         searcher.close()
     # Over HTTP only retrieved documents have scores: a relevant document outside the top_k
     # sits below the query's lowest score in the AUC (see eval/auc.py).
-    info = {"endpoint": url, "model": server.get("model"), "index_kind": (server.get("index") or {}).get("kind"), "reranker": server.get("reranker") if rerank else None, "timings_s": timings}
+    info = {
+        "endpoint": url,
+        "model": server.get("model"),
+        "index_kind": (server.get("index") or {}).get("kind"),
+        "reranker": server.get("reranker") if rerank else None,
+        "timings_s": timings,
+    }
     return run, {}, info
 
 
@@ -159,7 +149,7 @@ def rerank_with_positives(reranker, ds, run: Run, top_n: int, progress: bool = T
     reranker scores of all relevant documents (as the dense stage uses exact scores).
     Returns (reranked run, reranker scores of relevant documents, seconds)."""
     from densekit.data.beir import document_text
-    from eval.rerank import rerank_run
+    from densekit.eval.rerank import rerank_run
 
     t0 = time.perf_counter()
     out = rerank_run(reranker, ds, run, top_n, progress=progress)
@@ -221,11 +211,9 @@ def evaluate_cell(
     roc = roc_points(p, n)
     info["timings_s"]["metrics_s"] = time.perf_counter() - t0
     info["timings_s"]["total_s"] = time.perf_counter() - t_start
-    return CellResult(label, name, metrics, per_query, run, pairs, calib, info, first_stage_metrics, info["timings_s"], calib_top, curve, roc)
-
-
-def calibration_dict(cell: CellResult, depth: int) -> dict[str, Any]:
-    return {"auc_pairs": cell.calibration.to_dict(), f"top{depth}": cell.calibration_top.to_dict() if cell.calibration_top else None}
+    return CellResult(
+        label, name, metrics, per_query, run, pairs, calib, info, first_stage_metrics, info["timings_s"], calib_top, curve, roc
+    )
 
 
 # ---- the suite ------------------------------------------------------------------------
@@ -251,7 +239,9 @@ def validate_suite(suite: SuiteConfig, settings) -> list[tuple[DatasetSpec, str,
         except DatasetNotFoundError as exc:
             raise ConfigError(f"datasets.{i}.name", str(exc)) from None
         if spec.split not in list_splits(folder):
-            raise ConfigError(f"datasets.{i}.split", f"'{spec.split}' not in {folder}/qrels (available: {', '.join(list_splits(folder)) or 'none'})")
+            raise ConfigError(
+                f"datasets.{i}.split", f"'{spec.split}' not in {folder}/qrels (available: {', '.join(list_splits(folder)) or 'none'})"
+            )
         label = spec.label or folder.name
         if label in labels:
             raise ConfigError(f"datasets.{i}", f"dataset '{label}' is listed twice (give one a label)")
@@ -273,7 +263,7 @@ def validate_suite(suite: SuiteConfig, settings) -> list[tuple[DatasetSpec, str,
                 raise ConfigError(f"configurations.{j}.index", f"no index at {ix} (for dataset {label})")
             url = cfg.resolve("endpoint", label)
             if url is not None:
-                from eval.http_search import HttpSearcher
+                from densekit.eval.http_search import HttpSearcher
 
                 s = HttpSearcher(url, api_key=cfg.api_key)
                 try:
@@ -284,16 +274,12 @@ def validate_suite(suite: SuiteConfig, settings) -> list[tuple[DatasetSpec, str,
                     raise ConfigError(f"configurations.{j}.endpoint", str(exc)) from None
                 finally:
                     s.close()
-        if cfg.reranker is not None and cfg.first_stage() != "endpoint":
-            try:
-                import eval.rerank  # noqa: F401
-                import training.rerank  # noqa: F401
-            except ImportError:
-                raise ConfigError(f"configurations.{j}.reranker", "reranking needs eval.rerank and training.rerank (issue 4)") from None
     return resolved
 
 
-def run_suite(suite: SuiteConfig, out: str | Path, settings=None, device: str | None = None, progress: bool = True, endpoint_concurrency: int = 4) -> SuiteResult:
+def run_suite(
+    suite: SuiteConfig, out: str | Path, settings=None, device: str | None = None, progress: bool = True, endpoint_concurrency: int = 4
+) -> SuiteResult:
     from densekit.data import load_beir
     from densekit.settings import Settings
 
@@ -328,7 +314,7 @@ def run_suite(suite: SuiteConfig, out: str | Path, settings=None, device: str | 
             _write_cell(out, cell, spec, suite)
         # Free the corpus's first-stage results once its configurations are done.
         res.first_stage = {k: v for k, v in res.first_stage.items() if k[0] != label}
-    from eval.suite_report import write_suite_report
+    from densekit.eval.suite_report import write_suite_report
 
     summary = write_suite_report(out, suite, named, cells, counts, time.perf_counter() - t_suite, qrels_of)
     return SuiteResult(out, cells, summary)

@@ -20,6 +20,7 @@ Example:
       - {name: served, endpoint: "http://127.0.0.1:8000"}
     top_k: 1000
 """
+
 from __future__ import annotations
 
 import re
@@ -56,7 +57,7 @@ class RunConfig(BaseModel):
     search_params: dict[str, int | float] | None = Field(None, description="index search parameters, e.g. {nprobe: 32}")
 
     @model_validator(mode="after")
-    def _one_first_stage(self) -> "RunConfig":
+    def _one_first_stage(self) -> RunConfig:
         if self.endpoint is not None and (self.index is not None or self.model is not None):
             raise ValueError("an endpoint configuration takes neither model nor index (the server has its own)")
         return self

@@ -1,5 +1,6 @@
 """The multi-dataset report: suite.json (every number), report.md (a table per dataset, the
 average over datasets, paired tests, calibration, plots) and a long per-query CSV."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from densekit.atomic import write_json_atomic, write_text_atomic
-from eval.report import HEADLINE
-from eval.significance import compare_paired
+from densekit.eval.cell import calibration_dict, safe_name
+from densekit.eval.report import HEADLINE
+from densekit.eval.significance import compare_paired
 
 
 def _clean(v: Any) -> Any:
@@ -78,8 +80,7 @@ def significance_tests(cells, names: list[str], metric: str) -> dict[str, dict[s
 
 
 def _plots(out: Path, cells, suite, qrels_of: dict[str, dict]) -> dict[str, dict[str, Any]]:
-    from eval.plots import plot_calibration, plot_recall, plot_roc
-    from eval.suite import safe_name
+    from densekit.eval.plots import plot_calibration, plot_recall, plot_roc
 
     written: dict[str, dict[str, Any]] = {}
     pdir = out / "plots"
@@ -93,18 +94,24 @@ def _plots(out: Path, cells, suite, qrels_of: dict[str, dict]) -> dict[str, dict
         recs = {c: cell.recall_curve for c, cell in by_cfg.items() if cell.recall_curve is not None}
         entry["recall"] = str(plot_recall(recs, pdir / f"recall_{d}.png", f"{dname}: mean Recall@k").relative_to(out))
         entry["calibration"] = {}
-        from eval.curves import pooled_scores
-
-        from eval.calibration import top_k_pairs
+        from densekit.eval.calibration import top_k_pairs
+        from densekit.eval.curves import pooled_scores
 
         for c, cell in by_cfg.items():
             p, n = pooled_scores(cell.pairs)
             tp, tn = top_k_pairs(qrels_of[dname], cell.run, suite.calibration_depth)
             panels = [
                 (f"global AUC pairs (top-{suite.auc_negatives} non-relevant per query)", p, n, cell.calibration.threshold),
-                (f"each query's top {suite.calibration_depth} hit(s)", tp, tn, cell.calibration_top.threshold if cell.calibration_top else None),
+                (
+                    f"each query's top {suite.calibration_depth} hit(s)",
+                    tp,
+                    tn,
+                    cell.calibration_top.threshold if cell.calibration_top else None,
+                ),
             ]
-            path = plot_calibration(panels, pdir / f"calibration_{d}_{safe_name(c)}.png", f"{dname} / {c}: score distributions", suite.precision_target)
+            path = plot_calibration(
+                panels, pdir / f"calibration_{d}_{safe_name(c)}.png", f"{dname} / {c}: score distributions", suite.precision_target
+            )
             entry["calibration"][c] = str(path.relative_to(out))
         written[dname] = entry
     return written
@@ -126,7 +133,9 @@ def _public_config(suite, exclude_none: bool = False) -> dict[str, Any]:
     return d
 
 
-def write_suite_report(out: Path, suite, named, cells, counts: dict[str, dict], total_s: float, qrels_of: dict[str, dict]) -> dict[str, Any]:
+def write_suite_report(
+    out: Path, suite, named, cells, counts: dict[str, dict], total_s: float, qrels_of: dict[str, dict]
+) -> dict[str, Any]:
     import yaml
 
     out.mkdir(parents=True, exist_ok=True)
@@ -138,7 +147,6 @@ def write_suite_report(out: Path, suite, named, cells, counts: dict[str, dict], 
         avg, k = average_metrics(cells, n)
         if k:
             averages[n] = {"datasets": k, "metrics": avg}
-    from eval.suite import calibration_dict, safe_name
 
     summary = {
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -179,7 +187,13 @@ def markdown_suite(summary: dict[str, Any], names: list[str]) -> str:
     for n in names:
         lines.append(f"- **{n}**: {summary['configurations'][n]}")
     # Overview: nDCG@10 per dataset and the average.
-    lines += ["", "## Overview: nDCG@10", "", "| configuration | " + " | ".join(datasets) + " | average |", "|---|" + "---|" * (len(datasets) + 1)]
+    lines += [
+        "",
+        "## Overview: nDCG@10",
+        "",
+        "| configuration | " + " | ".join(datasets) + " | average |",
+        "|---|" + "---|" * (len(datasets) + 1),
+    ]
     for n in names:
         cells = [_fmt(datasets[d]["results"][n]["metrics"].get("ndcg@10")) if n in datasets[d]["results"] else "-" for d in datasets]
         avg = summary["average"].get(n, {}).get("metrics", {}).get("ndcg@10")
@@ -194,12 +208,24 @@ def markdown_suite(summary: dict[str, Any], names: list[str]) -> str:
                 lines.append(f"| {n} | " + " | ".join(_fmt(res[n]["metrics"].get(k)) for k in HEADLINE) + " |")
         staged = [n for n in names if n in res and res[n].get("first_stage")]
         if staged:
-            lines += ["", "First stage of the reranked configurations:", "", "| configuration | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
+            lines += [
+                "",
+                "First stage of the reranked configurations:",
+                "",
+                "| configuration | " + " | ".join(HEADLINE) + " |",
+                "|---|" + "---|" * len(HEADLINE),
+            ]
             for n in staged:
                 lines.append(f"| {n} (first stage) | " + " | ".join(_fmt(res[n]["first_stage"].get(k)) for k in HEADLINE) + " |")
         present = [n for n in names if n in res]
         all_keys = sorted({k for n in present for k in res[n]["metrics"]})
-        lines += ["", "<details><summary>all metrics</summary>", "", "| metric | " + " | ".join(present) + " |", "|---|" + "---|" * len(present)]
+        lines += [
+            "",
+            "<details><summary>all metrics</summary>",
+            "",
+            "| metric | " + " | ".join(present) + " |",
+            "|---|" + "---|" * len(present),
+        ]
         for k in all_keys:
             lines.append(f"| {k} | " + " | ".join(_fmt(res[n]["metrics"].get(k)) for n in present) + " |")
         lines += ["", "</details>"]
@@ -210,21 +236,38 @@ def markdown_suite(summary: dict[str, Any], names: list[str]) -> str:
             lines += ["| configuration | B - A | Cohen's d | W/T/L | p (randomisation) | p (t-test) |", "|---|---|---|---|---|---|"]
             for n, t in tests.items():
                 d_ = "-" if t["cohens_d"] is None else f"{t['cohens_d']:.3f}"
-                lines.append(f"| {n} | {t['mean_diff']:+.4f} | {d_} | {t['wins']}/{t['ties']}/{t['losses']} | {t['p_randomisation']:.4g} | {t['p_ttest']:.4g} |")
+                lines.append(
+                    f"| {n} | {t['mean_diff']:+.4f} | {d_} | {t['wins']}/{t['ties']}/{t['losses']} | {t['p_randomisation']:.4g} | {t['p_ttest']:.4g} |"
+                )
         depth = summary["config"]["calibration_depth"]
-        lines += ["", f"Calibration: the lowest score keeping precision >= {summary['config']['precision_target']} (recall = share of relevant pairs kept):", ""]
-        lines += ["| configuration | pairs | threshold | precision | recall | relevant mean | non-relevant mean |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"Calibration: the lowest score keeping precision >= {summary['config']['precision_target']} (recall = share of relevant pairs kept):",
+            "",
+        ]
+        lines += [
+            "| configuration | pairs | threshold | precision | recall | relevant mean | non-relevant mean |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for n in present:
             for kind, label in (("auc_pairs", "global AUC pairs"), (f"top{depth}", f"top {depth} hit(s)")):
                 c = res[n]["calibration"].get(kind)
                 if c:
-                    lines.append(f"| {n} | {label} | {_fmt(c['threshold'])} | {_fmt(c['precision'])} | {_fmt(c['recall'])} | {_fmt(c['pos_mean'])} | {_fmt(c['neg_mean'])} |")
+                    lines.append(
+                        f"| {n} | {label} | {_fmt(c['threshold'])} | {_fmt(c['precision'])} | {_fmt(c['recall'])} | {_fmt(c['pos_mean'])} | {_fmt(c['neg_mean'])} |"
+                    )
         p = summary.get("plots", {}).get(dname)
         if p:
             lines += ["", f"![ROC {dname}]({p['roc']}) ![Recall@k {dname}]({p['recall']})"]
             lines += [" ".join(f"![calibration {dname} {n}]({path})" for n, path in p["calibration"].items())]
     # The average over datasets.
-    lines += ["", "## Average over datasets", "", "| configuration | datasets | " + " | ".join(HEADLINE) + " |", "|---|---|" + "---|" * len(HEADLINE)]
+    lines += [
+        "",
+        "## Average over datasets",
+        "",
+        "| configuration | datasets | " + " | ".join(HEADLINE) + " |",
+        "|---|---|" + "---|" * len(HEADLINE),
+    ]
     for n in names:
         a = summary["average"].get(n)
         if a:
@@ -232,9 +275,18 @@ def markdown_suite(summary: dict[str, Any], names: list[str]) -> str:
     if any(len(summary["average"].get(n, {}).get("metrics", {})) for n in names):
         present = [n for n in names if n in summary["average"]]
         keys = sorted({k for n in present for k in summary["average"][n]["metrics"]})
-        lines += ["", "<details><summary>all averaged metrics</summary>", "", "| metric | " + " | ".join(present) + " |", "|---|" + "---|" * len(present)]
+        lines += [
+            "",
+            "<details><summary>all averaged metrics</summary>",
+            "",
+            "| metric | " + " | ".join(present) + " |",
+            "|---|" + "---|" * len(present),
+        ]
         for k in keys:
             lines.append(f"| {k} | " + " | ".join(_fmt(summary["average"][n]["metrics"].get(k)) for n in present) + " |")
         lines += ["", "</details>"]
-    lines += ["", "Per-run folders (run.trec, metrics.json, per_query.csv, report.md): `runs/<dataset>/<configuration>/`; per-query values of every run: `per_query.csv`."]
+    lines += [
+        "",
+        "Per-run folders (run.trec, metrics.json, per_query.csv, report.md): `runs/<dataset>/<configuration>/`; per-query values of every run: `per_query.csv`.",
+    ]
     return "\n".join(lines) + "\n"

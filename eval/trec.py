@@ -1,26 +1,14 @@
 """TREC run files: `qid Q0 docid rank score tag`, one line per retrieved document."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from densekit.atomic import write_text_atomic
 from densekit.errors import DataFormatError, DatasetNotFoundError
+from densekit.runs import Run, trec_order, truncate_run
 
-Run = dict[str, dict[str, float]]
-
-
-def trec_order(scores: dict[str, float]) -> list[tuple[str, float]]:
-    """trec_eval's ranking: score descending, ties by docid descending."""
-    return sorted(scores.items(), key=lambda kv: (-kv[1], _Desc(kv[0])))
-
-
-class _Desc(str):
-    def __lt__(self, other: str) -> bool:  # type: ignore[override]
-        return str.__gt__(self, other)
-
-
-def truncate_run(run: Run, k: int) -> Run:
-    return {q: dict(trec_order(docs)[:k]) for q, docs in run.items()}
+__all__ = ["Run", "read_run", "trec_order", "truncate_run", "write_run"]
 
 
 def write_run(path: str | Path, run: Run, tag: str = "densekit") -> None:

@@ -2,7 +2,8 @@
 
 `index.load(folder)` opens any index folder densekit wrote, whatever its kind.
 """
-from index.dense_index import DenseIndex, SearchHit, load_index
+
+from densekit.index.dense_index import DenseIndex, SearchHit, load_index
 
 load = load_index
 

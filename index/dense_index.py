@@ -1,5 +1,6 @@
 """DenseIndex: a faiss index, its document store and manifest, behind a small interface
 (build, add, remove, search, save, load) so other backends can stand in later."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -7,9 +8,10 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import faiss
 import numpy as np
@@ -17,9 +19,9 @@ import numpy as np
 from densekit.atomic import atomic_dir, write_json_atomic
 from densekit.data.beir import Corpus, document_text
 from densekit.errors import IndexCorruptError, IndexMismatchError, InvalidInputError
-from index import faiss_kinds
-from index.docstore import DocStore
-from index.manifest import (
+from densekit.index import faiss_kinds
+from densekit.index.docstore import DocStore
+from densekit.index.manifest import (
     DOCSTORE_FILE,
     INDEX_FILE,
     MANIFEST,
@@ -64,7 +66,7 @@ class DenseIndex:
         search_params: dict[str, Any] | None = None,
         docstore_path: Path | None = None,
         trained_index: faiss.Index | None = None,
-    ) -> "DenseIndex":
+    ) -> DenseIndex:
         """Index `vectors` (row i is document doc_ids[i]); the docstore goes to a temp file
         unless `docstore_path` is given, and moves with `save`. `trained_index` is an empty,
         already trained faiss index to fill instead of training one (Distill-VQ's export)."""
@@ -85,7 +87,9 @@ class DenseIndex:
         if trained_index is not None:
             index = trained_index
         else:
-            index = faiss_kinds.make_index(kind, encoder_spec.dim, resolved_build, faiss_kinds.metric_of(encoder_spec.similarity), n_train=len(doc_ids))
+            index = faiss_kinds.make_index(
+                kind, encoder_spec.dim, resolved_build, faiss_kinds.metric_of(encoder_spec.similarity), n_train=len(doc_ids)
+            )
             faiss_kinds.train_index(index, vectors, resolved_build)
         rows = np.arange(len(doc_ids), dtype=np.int64)
         index.add_with_ids(vectors, rows)
@@ -137,7 +141,7 @@ class DenseIndex:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, verify: bool = True, expected_dim: int | None = None, writable: bool = False) -> "DenseIndex":
+    def load(cls, folder: str | Path, verify: bool = True, expected_dim: int | None = None, writable: bool = False) -> DenseIndex:
         """Open an index folder. Read-only by default: opening SQLite for writing changes the
         file (journal mode), which would break its checksum for the next reader."""
         folder = Path(folder)
@@ -189,9 +193,9 @@ class DenseIndex:
     # ---- GPU search (issue 8) -------------------------------------------------------
     def to_device(self, faiss_device: str | None = "auto", device: str = "cpu") -> str:
         """Search from a GPU copy of the faiss index when `faiss_device` ('auto', 'cpu',
-        'gpu') and the models' `device` allow it (densekit.devices.place_index decides).
+        'gpu') and the models' `device` allow it (densekit.index.gpu.place_index decides).
         Returns where searches run: 'cpu' or 'cuda:N[,M...]'."""
-        from densekit.devices import place_index
+        from densekit.index.gpu import place_index
 
         with self._lock:
             self._gpu = place_index(self.faiss, faiss_device, device)
@@ -206,7 +210,7 @@ class DenseIndex:
     def _faiss_search(self, queries: np.ndarray, k: int, sp):
         """Search the GPU copy when there is one (cloned again after updates), else the CPU index."""
         if self._gpu_stale and self._gpu_request is not None:
-            from densekit.devices import place_index
+            from densekit.index.gpu import place_index
 
             self._gpu = place_index(self.faiss, *self._gpu_request)
             self._gpu_stale = False
@@ -214,7 +218,9 @@ class DenseIndex:
             try:
                 return self._gpu.index.search(queries, k, params=sp) if sp is not None else self._gpu.index.search(queries, k)
             except RuntimeError as exc:  # search parameters a GPU index does not take
-                logging.getLogger(__name__).warning("GPU search failed, searching on the CPU from now on: %s", str(exc).splitlines()[0] if str(exc) else exc)
+                logging.getLogger(__name__).warning(
+                    "GPU search failed, searching on the CPU from now on: %s", str(exc).splitlines()[0] if str(exc) else exc
+                )
                 self._gpu, self._gpu_request = None, None
         return self.faiss.search(queries, k, params=sp) if sp is not None else self.faiss.search(queries, k)
 
@@ -270,20 +276,25 @@ def build_from_corpus(
     vectors: np.ndarray | None = None,
 ) -> DenseIndex:
     """Encode a corpus (BEIR `title + " " + text`) and index it."""
-    from index.manifest import EncoderSpec
+    from densekit.index.manifest import EncoderSpec
 
     doc_ids = list(corpus.keys())
     if vectors is None:
         vectors = encode_corpus(encoder, corpus, doc_ids, progress=progress)
     info = encoder.info()
     spec = EncoderSpec(
-        name=info.name, path=info.path, dim=info.dim, similarity=info.similarity, normalize=info.normalize, max_seq_length=info.max_seq_length
+        name=info.name,
+        path=info.path,
+        dim=info.dim,
+        similarity=info.similarity,
+        normalize=info.normalize,
+        max_seq_length=info.max_seq_length,
     )
     return DenseIndex.build(vectors, corpus, doc_ids, spec, kind=kind, build_params=build_params, search_params=search_params)
 
 
 def encode_corpus(encoder, corpus: Corpus, doc_ids: Sequence[str], progress: bool = True) -> np.ndarray:
-    from index.embedding_cache import cached_document_vectors
+    from densekit.index.embedding_cache import cached_document_vectors
 
     texts = [document_text(corpus[d]) for d in doc_ids]
     return cached_document_vectors(encoder, texts, progress=progress)

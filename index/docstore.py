@@ -1,10 +1,11 @@
 """SQLite document store: faiss row id <-> document id, title, text, metadata JSON."""
+
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from densekit.errors import IndexCorruptError
 

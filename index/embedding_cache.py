@@ -4,13 +4,14 @@ Encoding a corpus is the most expensive step on a CPU; eval, index builds of eve
 benchmarks reuse the same vectors. A key covers the model files (path, size, mtime), the
 normalisation and max length, and a hash of every text, so any change misses the cache.
 """
+
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

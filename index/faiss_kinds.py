@@ -15,6 +15,7 @@ made training 4-20x slower here).
 
 Ids stored in faiss are densekit row numbers (the document store maps them to doc ids).
 """
+
 from __future__ import annotations
 
 import logging
@@ -117,7 +118,9 @@ def parse_search_params(kind: str, params: dict[str, Any] | None) -> dict[str, i
     applicable = {"nprobe"} if kind in IVF_KINDS else {"ef_search"} if kind == "hnsw" else set()
     for name in out:
         if name not in applicable:
-            raise ConfigError(f"search_params.{name}", f"does not apply to a '{kind}' index (it takes: {', '.join(sorted(applicable)) or 'none'})")
+            raise ConfigError(
+                f"search_params.{name}", f"does not apply to a '{kind}' index (it takes: {', '.join(sorted(applicable)) or 'none'})"
+            )
     return out
 
 
@@ -163,7 +166,9 @@ def make_ivfpq(dim: int, nlist: int, pq_m: int, pq_nbits: int, metric: int, quan
     return ivf
 
 
-def make_index(kind: str, dim: int, params: dict[str, Any] | None = None, metric: int = faiss.METRIC_INNER_PRODUCT, n_train: int | None = None) -> faiss.Index:
+def make_index(
+    kind: str, dim: int, params: dict[str, Any] | None = None, metric: int = faiss.METRIC_INNER_PRODUCT, n_train: int | None = None
+) -> faiss.Index:
     """An empty (untrained where training applies) index whose ids are densekit row numbers.
     `n_train` (the corpus size) sets the default number of lists."""
     p = parse_build_params(kind, params)
@@ -236,7 +241,8 @@ def train_index(index: faiss.Index, vectors: np.ndarray, params: dict[str, Any] 
         pq = getattr(faiss.downcast_index(ivf), "pq", None)
         if pq is not None and len(sample) < pq.ksub:
             raise ConfigError(
-                "build_params.pq_nbits", f"pq_nbits={pq.nbits} needs at least {pq.ksub} training vectors, got {len(sample)}; use fewer bits or kind=flat"
+                "build_params.pq_nbits",
+                f"pq_nbits={pq.nbits} needs at least {pq.ksub} training vectors, got {len(sample)}; use fewer bits or kind=flat",
             )
         ivf.cp.seed = seed
         _quiet_small_sample(ivf.cp, len(sample), need)
@@ -248,7 +254,10 @@ def train_index(index: faiss.Index, vectors: np.ndarray, params: dict[str, Any] 
     if opq is not None:
         if len(sample) <= opq.d_in:
             # faiss's OPQ aborts the process (not an exception) on fewer points than dimensions
-            raise ConfigError("kind", f"OPQ needs more training vectors than dimensions ({opq.d_in}), got {len(sample)}; use kind=ivfpq (for kind=distilled: opq=false)")
+            raise ConfigError(
+                "kind",
+                f"OPQ needs more training vectors than dimensions ({opq.d_in}), got {len(sample)}; use kind=ivfpq (for kind=distilled: opq=false)",
+            )
         # OPQ trains its own PQ each iteration; hand it one whose k-means we can seed and quiet.
         nbits = ivf.pq.nbits if ivf is not None and hasattr(ivf, "pq") else 8
         tmp_pq = faiss.ProductQuantizer(opq.d_out, opq.M, nbits)
@@ -281,7 +290,7 @@ def _opq_of(index: faiss.Index) -> faiss.OPQMatrix | None:
 
 
 def _maybe_gpu_clustering(ivf: faiss.IndexIVF) -> None:
-    from densekit.devices import faiss_gpu_available
+    from densekit.index.gpu import faiss_gpu_available
 
     if faiss_gpu_available():  # pragma: no cover - no GPU on the CI machine
         ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(ivf.d))

@@ -24,6 +24,7 @@ A frame cut short by a crash (its length runs past the end of the file, or its c
 on the file's last frame) was never acknowledged and is dropped; a bad frame followed by good
 ones is corruption and is refused.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -36,16 +37,17 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import faiss
 import numpy as np
 
 from densekit.errors import ConfigError, DocumentNotFoundError, IndexCorruptError, InvalidInputError
-from index.dense_index import DenseIndex
-from index.docstore import DocStore
+from densekit.index.dense_index import DenseIndex
+from densekit.index.docstore import DocStore
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +186,9 @@ class LiveIndex:
     """A DenseIndex that accepts upserts and deletes durably. Not thread-safe by itself: the
     service calls it from one index thread (reads and writes alike)."""
 
-    def __init__(self, index: DenseIndex, folder: Path, wal_dir: Path, lock_fd: int, snapshot_every: int = 1000, snapshot_interval_s: float = 300.0):
+    def __init__(
+        self, index: DenseIndex, folder: Path, wal_dir: Path, lock_fd: int, snapshot_every: int = 1000, snapshot_interval_s: float = 300.0
+    ):
         self.index = index
         self.folder = Path(folder)
         self.wal_dir = Path(wal_dir)
@@ -199,7 +203,9 @@ class LiveIndex:
 
     # ---- open ---------------------------------------------------------------------------
     @classmethod
-    def open(cls, folder: str | Path, wal_dir: str | Path | None = None, snapshot_every: int = 1000, snapshot_interval_s: float = 300.0) -> "LiveIndex":
+    def open(
+        cls, folder: str | Path, wal_dir: str | Path | None = None, snapshot_every: int = 1000, snapshot_interval_s: float = 300.0
+    ) -> LiveIndex:
         folder = Path(folder)
         wal_dir = Path(wal_dir) if wal_dir else default_wal_dir(folder)
         wal_dir.mkdir(parents=True, exist_ok=True)
@@ -208,7 +214,9 @@ class LiveIndex:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(lock_fd)
-            raise ConfigError("wal_dir", f"{wal_dir} is locked by another densekit process; one writer per index (use --workers 1, or --read-only)") from None
+            raise ConfigError(
+                "wal_dir", f"{wal_dir} is locked by another densekit process; one writer per index (use --workers 1, or --read-only)"
+            ) from None
         try:
             recover_folder(folder)
             index = DenseIndex.load(folder)
@@ -253,7 +261,9 @@ class LiveIndex:
         if segments:
             last = segments[-1]
             if last_good_end != last.stat().st_size:
-                log.warning("dropping %d bytes of an unacknowledged, cut-short record at the end of %s", last.stat().st_size - last_good_end, last)
+                log.warning(
+                    "dropping %d bytes of an unacknowledged, cut-short record at the end of %s", last.stat().st_size - last_good_end, last
+                )
                 with open(last, "r+b") as fh:
                     fh.truncate(last_good_end)
                     os.fsync(fh.fileno())
@@ -286,9 +296,13 @@ class LiveIndex:
             if len(set(ids)) != len(ids):
                 raise InvalidInputError("documents: the same id appears twice in one request")
             if op.vectors.shape != (len(ids), self.index.dim):
-                raise InvalidInputError(f"{op.vectors.shape[0]} vectors of dim {op.vectors.shape[1] if op.vectors.ndim == 2 else '?'} for {len(ids)} documents of dim {self.index.dim}")
+                raise InvalidInputError(
+                    f"{op.vectors.shape[0]} vectors of dim {op.vectors.shape[1] if op.vectors.ndim == 2 else '?'} for {len(ids)} documents of dim {self.index.dim}"
+                )
             if not self.accepts_removal and self.index.docstore.rows_of(ids):
-                raise InvalidInputError(f"a '{self.index.manifest.kind}' index cannot replace documents (faiss cannot remove from it); use new ids or an index of kind flat/ivf/ivfpq")
+                raise InvalidInputError(
+                    f"a '{self.index.manifest.kind}' index cannot replace documents (faiss cannot remove from it); use new ids or an index of kind flat/ivf/ivfpq"
+                )
         else:
             if not self.index.docstore.rows_of(op.ids):
                 raise DocumentNotFoundError(f"no document with id {', '.join(map(repr, op.ids[:5]))}")
@@ -378,9 +392,13 @@ class LiveIndex:
         rows = set(self.index.docstore.row_to_id())
         ids = faiss_ids(self.index.faiss)
         if ids is not None and ids != rows:
-            raise IndexCorruptError(f"{self.folder}: faiss holds {len(ids)} ids, the document store {len(rows)} rows, {len(ids ^ rows)} differ")
+            raise IndexCorruptError(
+                f"{self.folder}: faiss holds {len(ids)} ids, the document store {len(rows)} rows, {len(ids ^ rows)} differ"
+            )
         if ids is None and len(rows) != self.index.faiss.ntotal:
-            raise IndexCorruptError(f"{self.folder}: faiss holds {self.index.faiss.ntotal} vectors, the document store {len(rows)} documents")
+            raise IndexCorruptError(
+                f"{self.folder}: faiss holds {self.index.faiss.ntotal} vectors, the document store {len(rows)} documents"
+            )
 
     def info(self) -> dict:
         s = self.stats

@@ -1,4 +1,5 @@
 """manifest.json: what an index folder holds and how to check it."""
+
 from __future__ import annotations
 
 import hashlib

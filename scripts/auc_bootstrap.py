@@ -7,6 +7,7 @@ gets the query's floor, as in eval.auc.collect_pairs without exact scores).
 
 Usage: .venv/bin/python scripts/auc_bootstrap.py RUN_A.trec RUN_B.trec BEIR_FOLDER [split] [reps]
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,8 +15,8 @@ import sys
 import numpy as np
 
 from densekit.data.beir import load_qrels
-from eval.auc import auc_score, collect_pairs
-from eval.trec import read_run
+from densekit.eval.auc import auc_score, collect_pairs
+from densekit.eval.trec import read_run
 
 
 def main(run_a: str, run_b: str, folder: str, split: str = "test", reps: int = 300) -> None:
@@ -35,7 +36,9 @@ def main(run_a: str, run_b: str, folder: str, split: str = "test", reps: int = 3
         sample = [qids[i] for i in rng.integers(0, len(qids), len(qids))]
         diffs.append(global_auc(pb, sample) - global_auc(pa, sample))
     lo, hi = np.percentile(diffs, [2.5, 97.5])
-    print(f"global AUC A={a:.4f} B={b:.4f} diff(B-A)={b - a:+.4f} 95% CI [{lo:+.4f}, {hi:+.4f}] P(diff<=0)={np.mean(np.array(diffs) <= 0):.3f} ({len(qids)} queries, {reps} resamples)")
+    print(
+        f"global AUC A={a:.4f} B={b:.4f} diff(B-A)={b - a:+.4f} 95% CI [{lo:+.4f}, {hi:+.4f}] P(diff<=0)={np.mean(np.array(diffs) <= 0):.3f} ({len(qids)} queries, {reps} resamples)"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Vectors: the default bi-encoder (all-MiniLM-L6-v2, 384-d, cosine), corpus throug
 embedding cache. Timings: faiss with one OpenMP thread, raw faiss search calls with the
 same SearchParameters object densekit passes; QPS is the median of 5 repeats.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,12 @@ OPERATING = {"nprobe": 16, "ef_search": 64}  # the row reported in the main tabl
 TRAIN_SPLITS = {"scifact": ["scifact"], "nfcorpus": ["nfcorpus"], "combined": ["scifact", "nfcorpus", "squad_subset"]}
 COMBINED = ("scifact", "nfcorpus", "wikiqa", "nq-utd", "squad_subset")
 MAX_TRAIN_QUERIES = 2000  # combined corpus only (keeps its job under ~15 min); the single sets use every train query
-DISTILL = {"lr_codebooks": 1e-3, "lr_centroids": 1e-3, "temperature": 0.05, "ivf_loss_weight": 0.0}  # chosen on a dev split of SciFact train queries (runs/bench-indexes/tune*.log)
+DISTILL = {
+    "lr_codebooks": 1e-3,
+    "lr_centroids": 1e-3,
+    "temperature": 0.05,
+    "ivf_loss_weight": 0.0,
+}  # chosen on a dev split of SciFact train queries (runs/bench-indexes/tune*.log)
 
 
 def split_qids(name: str, split: str) -> list[str]:
@@ -121,7 +127,7 @@ def qps(index, queries: np.ndarray, k: int, sp) -> tuple[float, float]:
 def ndcg10(qrels, qids, doc_ids, rows, scores) -> float | None:
     if not qrels:
         return None
-    from eval.metrics import trec_metrics
+    from densekit.eval.metrics import trec_metrics
 
     run = {q: {doc_ids[r]: float(s) for r, s in zip(rr, ss) if r >= 0} for q, rr, ss in zip(qids, rows, scores)}
     return trec_metrics(qrels, run, k_values=(10,)).aggregate["ndcg@10"]
@@ -129,12 +135,12 @@ def ndcg10(qrels, qids, doc_ids, rows, scores) -> float | None:
 
 def run(name: str) -> None:
     from densekit.encoder import Encoder
-    from index import faiss_kinds
-    from index.dense_index import DenseIndex
-    from index.manifest import EncoderSpec
-    from training.distill_vq import IVFPQQuantizer
-    from training.distill_vq_config import DistillTrain
-    from training.distill_vq_train import distill_quantizer
+    from densekit.index import faiss_kinds
+    from densekit.index.dense_index import DenseIndex
+    from densekit.index.manifest import EncoderSpec
+    from densekit.training.distill_vq import IVFPQQuantizer
+    from densekit.training.distill_vq_config import DistillTrain
+    from densekit.training.distill_vq_train import distill_quantizer
 
     faiss.omp_set_num_threads(1)
     import torch
@@ -145,7 +151,9 @@ def run(name: str) -> None:
     ids, docs, test_q, test_v, train_v, qrels, nlist = dataset(enc, name)
     corpus = {d: {"title": "", "text": ""} for d in ids}  # texts are not needed to search
     spec = EncoderSpec(name="default", dim=docs.shape[1])
-    print(f"{name}: {len(ids)} docs, {len(test_q)} eval queries, {len(train_v)} training queries, nlist={nlist}", file=sys.stderr, flush=True)
+    print(
+        f"{name}: {len(ids)} docs, {len(test_q)} eval queries, {len(train_v)} training queries, nlist={nlist}", file=sys.stderr, flush=True
+    )
     flat = faiss.IndexFlatIP(docs.shape[1])
     flat.add(docs)
     _, truth = flat.search(test_v, 10)
@@ -175,24 +183,47 @@ def run(name: str) -> None:
         else:
             idx = DenseIndex.build(docs, corpus, ids, spec, kind=kind, build_params=bp)
             build_s = time.perf_counter() - t0
-        sweep = [{}] if kind == "flat" else [{"ef_search": e} for e in EF_SEARCH] if kind == "hnsw" else [{"nprobe": p} for p in NPROBES if p <= nlist]
+        sweep = (
+            [{}]
+            if kind == "flat"
+            else [{"ef_search": e} for e in EF_SEARCH]
+            if kind == "hnsw"
+            else [{"nprobe": p} for p in NPROBES if p <= nlist]
+        )
         for sp_dict in sweep:
             sp = faiss_kinds.search_parameters(idx.faiss, faiss_kinds.parse_search_params(kind, sp_dict))
             scores, rows = idx.faiss.search(test_v, 10, params=sp)
             recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows.tolist(), truth.tolist())]))
             single, batched = qps(idx.faiss, test_v, 10, sp)
             row = {
-                "dataset": name, "label": label, "kind": kind, "build_params": bp, "search_params": sp_dict,
-                "bytes_per_vector": idx.manifest.bytes_per_vector, "index_bytes_per_vector": idx.manifest.extra.get("index_bytes_per_vector"),
-                "ndcg@10": ndcg10(qrels, test_q, ids, rows, scores), "recall@10_vs_flat": recall,
-                "qps_single": round(single, 1), "qps_batched": round(batched, 1), "build_s": round(build_s, 2), **extra,
+                "dataset": name,
+                "label": label,
+                "kind": kind,
+                "build_params": bp,
+                "search_params": sp_dict,
+                "bytes_per_vector": idx.manifest.bytes_per_vector,
+                "index_bytes_per_vector": idx.manifest.extra.get("index_bytes_per_vector"),
+                "ndcg@10": ndcg10(qrels, test_q, ids, rows, scores),
+                "recall@10_vs_flat": recall,
+                "qps_single": round(single, 1),
+                "qps_batched": round(batched, 1),
+                "build_s": round(build_s, 2),
+                **extra,
             }
             rows_out.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
-    meta = {"dataset": name, "docs": len(ids), "eval_queries": len(test_q), "train_queries": len(train_v), "nlist": nlist,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "faiss": faiss.__version__, "threads": 1,
-            "distill": cfg_train.model_dump()}
+    meta = {
+        "dataset": name,
+        "docs": len(ids),
+        "eval_queries": len(test_q),
+        "train_queries": len(train_v),
+        "nlist": nlist,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "faiss": faiss.__version__,
+        "threads": 1,
+        "distill": cfg_train.model_dump(),
+    }
     (OUT / f"results-{name}.json").write_text(json.dumps({"meta": meta, "rows": rows_out}, indent=1))
 
 
@@ -212,14 +243,20 @@ def report() -> None:
     lines = []
     for res in results:
         m = res["meta"]
-        lines.append(f"\n**{m['dataset']}** ({m['docs']} docs, {m['eval_queries']} test queries, nlist={m['nlist']}, "
-                     f"Distill-VQ trained on {m['train_queries']} train-split query texts, "
-                     f"lr {m['distill']['lr_codebooks']:g} {m['distill'].get('lr_schedule', 'constant')}, {m['distill']['epochs']} epochs; {m['date']})\n")
+        lines.append(
+            f"\n**{m['dataset']}** ({m['docs']} docs, {m['eval_queries']} test queries, nlist={m['nlist']}, "
+            f"Distill-VQ trained on {m['train_queries']} train-split query texts, "
+            f"lr {m['distill']['lr_codebooks']:g} {m['distill'].get('lr_schedule', 'constant')}, {m['distill']['epochs']} epochs; {m['date']})\n"
+        )
         lines.append("| index | bytes/vec (codes / whole) | search | nDCG@10 | recall@10 vs flat | QPS 1-query | QPS batch | build s |")
         lines.append("|---|---|---|---|---|---|---|---|")
         for r in res["rows"]:
             sp = r["search_params"]
-            if sp and sp.get("nprobe", OPERATING["nprobe"]) != OPERATING["nprobe"] and sp.get("ef_search", OPERATING["ef_search"]) != OPERATING["ef_search"]:
+            if (
+                sp
+                and sp.get("nprobe", OPERATING["nprobe"]) != OPERATING["nprobe"]
+                and sp.get("ef_search", OPERATING["ef_search"]) != OPERATING["ef_search"]
+            ):
                 continue
             if sp and not (sp.get("nprobe") == OPERATING["nprobe"] or sp.get("ef_search") == OPERATING["ef_search"]):
                 continue
@@ -239,7 +276,9 @@ def report() -> None:
                     continue
                 a, d = a[0], d[0]
                 nd = "-" if a["ndcg@10"] is None else f"{a['ndcg@10']:.3f} -> {d['ndcg@10']:.3f} ({d['ndcg@10'] - a['ndcg@10']:+.3f})"
-                lines.append(f"| {b} | {p} | {nd} | {a['recall@10_vs_flat']:.3f} -> {d['recall@10_vs_flat']:.3f} ({d['recall@10_vs_flat'] - a['recall@10_vs_flat']:+.3f}) |")
+                lines.append(
+                    f"| {b} | {p} | {nd} | {a['recall@10_vs_flat']:.3f} -> {d['recall@10_vs_flat']:.3f} ({d['recall@10_vs_flat'] - a['recall@10_vs_flat']:+.3f}) |"
+                )
     text = "\n".join(lines)
     (OUT / "report.md").write_text(text + "\n")
     print(text)

@@ -7,16 +7,17 @@ by id), each query's top `--top-n` first-stage hits; both stages scored on those
       --reranker smollm2 --run runs/eval-scifact-base/run.trec --top-n 20 --max-queries 50 \
       --out runs/rerank/bench/smollm2-zeroshot
 """
+
 from __future__ import annotations
 
-import os
 import argparse
 import json
+import os
 
 from densekit.data import load_beir
-from eval.rerank import evaluate_rerank, headline, write_rerank_report
-from eval.trec import read_run
-from training.rerank import load_reranker
+from densekit.eval.rerank import evaluate_rerank, headline, write_rerank_report
+from densekit.eval.trec import read_run
+from densekit.rerankers import load_reranker
 
 
 def main() -> None:

@@ -6,11 +6,12 @@ warm-up. Usage:
   flock /tmp/densekit-cpu.lock .venv/bin/python scripts/bench_rerank_throughput.py \
       --llm smollm2 --cross-encoder runs/rerank/cross-encoder --pairs 16 --repeats 5
 """
+
 from __future__ import annotations
 
-import os
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -30,7 +31,7 @@ def main() -> None:
     ap.add_argument("--dtype", action="append", default=[], help="float32 (default) and/or bfloat16 (CPUs with avx512_bf16)")
     args = ap.parse_args()
 
-    from training.rerank import load_reranker
+    from densekit.rerankers import load_reranker
 
     ds = load_beir(args.data, "test")
     qid = next(iter(ds.qrels))
@@ -49,7 +50,17 @@ def main() -> None:
                 rr.score(query, docs, batch_size=args.batch_size)
                 times.append(time.perf_counter() - t)
             med = statistics.median(times)
-            row = {"system": name, "kind": kind, "dtype": dt, "max_length": rr.max_length, "pairs": len(docs), "mean_tokens": sum(toks) / len(toks), "median_s": round(med, 3), "pairs_per_s": round(len(docs) / med, 2), "times_s": [round(x, 3) for x in times]}
+            row = {
+                "system": name,
+                "kind": kind,
+                "dtype": dt,
+                "max_length": rr.max_length,
+                "pairs": len(docs),
+                "mean_tokens": sum(toks) / len(toks),
+                "median_s": round(med, 3),
+                "pairs_per_s": round(len(docs) / med, 2),
+                "times_s": [round(x, 3) for x in times],
+            }
             print(json.dumps(row), flush=True)
             results.append(row)
 

@@ -11,6 +11,7 @@
     python scripts/bench_service.py --index runs/service/scifact-index \
         --infinity /tmp/infinity-venv/bin/infinity_emb --out runs/service/bench.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,7 +73,20 @@ def load(args_list: list[str], out: Path) -> dict:
 
 
 def densekit_server(args, port: int, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "densekit.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--read-only", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "densekit.cli.main",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--read-only",
+        *extra,
+    ]
     env = {**os.environ, **dict(kv.split("=", 1) for kv in args.densekit_env)}
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(args.outdir / "densekit-server.log", "ab"), env=env)
 
@@ -87,8 +101,18 @@ def main(argv=None) -> int:
     p.add_argument("--embed-duration", type=float, default=10)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--clients", type=int, default=32)
-    p.add_argument("--embed-targets", default="densekit_embed,infinity_embeddings", help="comma list of densekit_embed, densekit_v1_embeddings, infinity_embeddings")
-    p.add_argument("--densekit-env", action="append", default=[], metavar="KEY=VALUE", help="environment of the densekit server only (e.g. DENSEKIT_TORCH_THREADS=1); repeatable")
+    p.add_argument(
+        "--embed-targets",
+        default="densekit_embed,infinity_embeddings",
+        help="comma list of densekit_embed, densekit_v1_embeddings, infinity_embeddings",
+    )
+    p.add_argument(
+        "--densekit-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment of the densekit server only (e.g. DENSEKIT_TORCH_THREADS=1); repeatable",
+    )
     p.add_argument("--skip", default="", help="comma list of parts to skip: load,overhead,embed")
     p.add_argument("--out", default="runs/service/bench.json")
     args = p.parse_args(argv)
@@ -99,15 +123,42 @@ def main(argv=None) -> int:
 
     minilm = packaged_minilm_path()
     common = ["--data-dir", args.data_dir]
-    results: dict = {"machine": "CPU-2c: 2 cores, 24 GiB, no GPU", "model": minilm, "densekit_env": args.densekit_env, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    results: dict = {
+        "machine": "CPU-2c: 2 cores, 24 GiB, no GPU",
+        "model": minilm,
+        "densekit_env": args.densekit_env,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
 
     if "load" not in skip:
         # 1. mixed load, 32 clients, 60 s. Reranker inputs capped at 256 tokens.
         os.environ["DENSEKIT_RERANKER_MAX_LENGTH"] = "256"
         results["load"] = load(
-            ["--spawn", "--index", args.index, "--reranker", args.reranker, "--read-only", "--clients", str(args.clients), "--duration", str(args.load_duration),
-             "--warmup", "3", "--mix", "search=3,search_rerank=1,rerank=1,embed=3", "--rerank-top-n", "10", "--rerank-docs", "8", "--embed-batch", "4",
-             "--server-log", str(args.outdir / "densekit-server.log"), *common],
+            [
+                "--spawn",
+                "--index",
+                args.index,
+                "--reranker",
+                args.reranker,
+                "--read-only",
+                "--clients",
+                str(args.clients),
+                "--duration",
+                str(args.load_duration),
+                "--warmup",
+                "3",
+                "--mix",
+                "search=3,search_rerank=1,rerank=1,embed=3",
+                "--rerank-top-n",
+                "10",
+                "--rerank-docs",
+                "8",
+                "--embed-batch",
+                "4",
+                "--server-log",
+                str(args.outdir / "densekit-server.log"),
+                *common,
+            ],
             args.outdir / "load-60s.json",
         )
         os.environ.pop("DENSEKIT_RERANKER_MAX_LENGTH")
@@ -121,7 +172,10 @@ def main(argv=None) -> int:
             wait(url, proc, "/ready")
             results["search_overhead"] = {}
             for clients in (1, 8):
-                r = load(["--url", url, "--mix", "search=1", "--clients", str(clients), "--duration", "12", "--warmup", "2", *common], args.outdir / f"search-c{clients}.json")
+                r = load(
+                    ["--url", url, "--mix", "search=1", "--clients", str(clients), "--duration", "12", "--warmup", "2", *common],
+                    args.outdir / f"search-c{clients}.json",
+                )
                 results["search_overhead"][f"clients_{clients}"] = {
                     "outside_share_median": r.get("search_outside_share_median"),
                     "stage_median_ms": r.get("search_stage_median_ms"),
@@ -137,8 +191,27 @@ def main(argv=None) -> int:
         dk = densekit_server(args, dk_port, "--model", minilm)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
         inf = subprocess.Popen(
-            [args.infinity, "v2", "--model-id", minilm, "--served-model-name", "minilm", "--engine", "torch", "--device", "cpu", "--host", "127.0.0.1", "--port", str(inf_port), "--log-level", "warning"],
-            stdout=subprocess.DEVNULL, stderr=open(args.outdir / "infinity-server.log", "ab"), env=env,
+            [
+                args.infinity,
+                "v2",
+                "--model-id",
+                minilm,
+                "--served-model-name",
+                "minilm",
+                "--engine",
+                "torch",
+                "--device",
+                "cpu",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(inf_port),
+                "--log-level",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(args.outdir / "infinity-server.log", "ab"),
+            env=env,
         )
         try:
             dk_url, inf_url = f"http://127.0.0.1:{dk_port}", f"http://127.0.0.1:{inf_port}"
@@ -146,8 +219,28 @@ def main(argv=None) -> int:
             wait(inf_url, inf, "/health")
             targets = {
                 "densekit_embed": ["--url", dk_url, "--embed-style", "tei", "--embed-path", "/embed"],
-                "densekit_v1_embeddings": ["--url", dk_url, "--embed-style", "openai", "--embed-path", "/v1/embeddings", "--model-name", "minilm"],
-                "infinity_embeddings": ["--url", inf_url, "--embed-style", "openai", "--embed-path", "/embeddings", "--model-name", "minilm", "--ready-path", "/health"],
+                "densekit_v1_embeddings": [
+                    "--url",
+                    dk_url,
+                    "--embed-style",
+                    "openai",
+                    "--embed-path",
+                    "/v1/embeddings",
+                    "--model-name",
+                    "minilm",
+                ],
+                "infinity_embeddings": [
+                    "--url",
+                    inf_url,
+                    "--embed-style",
+                    "openai",
+                    "--embed-path",
+                    "/embeddings",
+                    "--model-name",
+                    "minilm",
+                    "--ready-path",
+                    "/health",
+                ],
             }
             targets = {k: v for k, v in targets.items() if k in args.embed_targets.split(",")}
             pids = {"densekit_embed": dk.pid, "densekit_v1_embeddings": dk.pid, "infinity_embeddings": inf.pid}
@@ -159,30 +252,64 @@ def main(argv=None) -> int:
                         other = inf.pid if pids[name] == dk.pid else dk.pid
                         idle0 = cpu_seconds(other)
                         r = load(
-                            [*targets[name], "--mix", "embed=1", "--embed-batch", str(batch), "--clients", str(args.clients), "--duration", str(args.embed_duration), "--warmup", "2", *common],
+                            [
+                                *targets[name],
+                                "--mix",
+                                "embed=1",
+                                "--embed-batch",
+                                str(batch),
+                                "--clients",
+                                str(args.clients),
+                                "--duration",
+                                str(args.embed_duration),
+                                "--warmup",
+                                "2",
+                                *common,
+                            ],
                             args.outdir / f"embed-{name}-b{batch}-r{rnd}.json",
                         )
                         runs.setdefault(f"batch_{batch}", {}).setdefault(name, []).append(
-                            {"sentences_per_s": r["embed_sentences_per_s"], "p50_ms": r["latency_all"].get("p50_ms"), "p99_ms": r["latency_all"].get("p99_ms"),
-                             "5xx": r["http_5xx_or_failed"], "invalid": r["invalid"], "idle_other_cpu_s": round(cpu_seconds(other) - idle0, 2)}
+                            {
+                                "sentences_per_s": r["embed_sentences_per_s"],
+                                "p50_ms": r["latency_all"].get("p50_ms"),
+                                "p99_ms": r["latency_all"].get("p99_ms"),
+                                "5xx": r["http_5xx_or_failed"],
+                                "invalid": r["invalid"],
+                                "idle_other_cpu_s": round(cpu_seconds(other) - idle0, 2),
+                            }
                         )
             summary: dict = {}
             for cfg, by_name in runs.items():
                 summary[cfg] = {}
                 for name, rs in by_name.items():
-                    summary[cfg][name] = {k: statistics.median(x[k] for x in rs) for k in ("sentences_per_s", "p50_ms", "p99_ms", "idle_other_cpu_s")}
+                    summary[cfg][name] = {
+                        k: statistics.median(x[k] for x in rs) for k in ("sentences_per_s", "p50_ms", "p99_ms", "idle_other_cpu_s")
+                    }
                     summary[cfg][name]["errors"] = sum(x["5xx"] + x["invalid"] for x in rs)
                 base = summary[cfg]["infinity_embeddings"]["sentences_per_s"]
                 for name in by_name:
                     summary[cfg][name]["throughput_vs_infinity"] = round(summary[cfg][name]["sentences_per_s"] / base, 3) if base else None
-            results["embed_vs_infinity"] = {"runs": runs, "median": summary, "rounds": args.rounds, "duration_s": args.embed_duration, "clients": args.clients,
-                                            "densekit_info": httpx.get(dk_url + "/info").json(), "infinity_models": httpx.get(inf_url + "/models").json()}
+            results["embed_vs_infinity"] = {
+                "runs": runs,
+                "median": summary,
+                "rounds": args.rounds,
+                "duration_s": args.embed_duration,
+                "clients": args.clients,
+                "densekit_info": httpx.get(dk_url + "/info").json(),
+                "infinity_models": httpx.get(inf_url + "/models").json(),
+            }
         finally:
             stop(dk)
             stop(inf)
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in results.items() if k != "embed_vs_infinity"} | {"embed_vs_infinity": results.get("embed_vs_infinity", {}).get("median")}, indent=2))
+    print(
+        json.dumps(
+            {k: v for k, v in results.items() if k != "embed_vs_infinity"}
+            | {"embed_vs_infinity": results.get("embed_vs_infinity", {}).get("median")},
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ documents only. Run under the CPU lock:
 
     flock /tmp/densekit-cpu.lock .venv/bin/python scripts/bench_vectors.py scifact nfcorpus wikiqa nq-utd squad_subset
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ def data_dir() -> Path:
 
 def corpus_vectors(encoder, name: str) -> tuple[list[str], np.ndarray, dict]:
     from densekit.data import load_corpus
-    from index.dense_index import encode_corpus
+    from densekit.index.dense_index import encode_corpus
 
     corpus = load_corpus(data_dir() / name)
     ids = list(corpus.keys())

@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python scripts/biencoder_table.py runs/ft-scifact-infonce runs/ft-scifact-mw
 """
+
 from __future__ import annotations
 
 import json

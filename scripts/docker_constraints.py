@@ -5,6 +5,7 @@ torch and faiss are left out on purpose: each Dockerfile pins its own build of t
 wheel, or the CUDA wheels with a GPU faiss). Run with the project's venv after changing
 dependencies:  .venv/bin/python scripts/docker_constraints.py
 """
+
 from __future__ import annotations
 
 import re

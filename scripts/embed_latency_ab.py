@@ -6,6 +6,7 @@ side-by-side check; `bench_service.py` measures throughput under concurrency.
 
 ENV=VALUE pairs go to the densekit server's environment (e.g. DENSEKIT_TORCH_THREADS=2).
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,47 @@ def main(infinity: str, *env_pairs: str) -> None:
     texts = sentences(os.environ.get("DENSEKIT_DATA_DIR", "../shared/data"))[:200]
     dp, ip = free_port(), free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **dict(kv.split("=", 1) for kv in env_pairs)}
-    dk = subprocess.Popen([sys.executable, "-m", "densekit.cli.main", "serve", "--host", "127.0.0.1", "--port", str(dp), "--model", m, "--log-level", "warning", "--read-only"], stderr=subprocess.DEVNULL, env=env)
-    inf = subprocess.Popen([infinity, "v2", "--model-id", m, "--served-model-name", "minilm", "--engine", "torch", "--device", "cpu", "--host", "127.0.0.1", "--port", str(ip), "--log-level", "warning"], stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    dk = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "densekit.cli.main",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(dp),
+            "--model",
+            m,
+            "--log-level",
+            "warning",
+            "--read-only",
+        ],
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    inf = subprocess.Popen(
+        [
+            infinity,
+            "v2",
+            "--model-id",
+            m,
+            "--served-model-name",
+            "minilm",
+            "--engine",
+            "torch",
+            "--device",
+            "cpu",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ip),
+            "--log-level",
+            "warning",
+        ],
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     try:
         wait(f"http://127.0.0.1:{dp}", dk, "/ready")
         wait(f"http://127.0.0.1:{ip}", inf, "/health")

@@ -8,6 +8,7 @@ throughput, CPU/GPU nDCG agreement, and a short HTTP load on /embed and /search.
 
 Each prints one JSON line (prefixed by its name) that the shell script collects.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,6 +29,7 @@ def probe(args) -> int:
     import torch
 
     from densekit import devices
+    from densekit.index import gpu
     from densekit.models import resolve_encoder_name
 
     device = devices.resolve_device(args.device)
@@ -38,10 +40,10 @@ def probe(args) -> int:
         "cuda_available": torch.cuda.is_available(),
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "faiss": getattr(faiss, "__version__", "?"),
-        "faiss_gpus": devices.faiss_gpu_count(),
+        "faiss_gpus": gpu.faiss_gpu_count(),
         "device": device,
         "dtype": dtype,
-        "faiss_device": devices.resolve_faiss_device(args.faiss_device, device),
+        "faiss_device": gpu.resolve_faiss_device(args.faiss_device, device),
     }
     _emit("probe", info)
     if not info["cuda_available"] and not args.allow_cpu:
@@ -74,8 +76,15 @@ def encode(args) -> int:
     dt = time.perf_counter() - t0
     _emit(
         "encode",
-        {"docs": len(texts), "seconds": round(dt, 3), "docs_per_s": round(len(texts) / dt, 1), "device": enc.device,
-         "dtype": str(next(enc.model.parameters()).dtype).removeprefix("torch."), "batch_size": args.batch_size, "dim": int(vecs.shape[1])},
+        {
+            "docs": len(texts),
+            "seconds": round(dt, 3),
+            "docs_per_s": round(len(texts) / dt, 1),
+            "device": enc.device,
+            "dtype": str(next(enc.model.parameters()).dtype).removeprefix("torch."),
+            "batch_size": args.batch_size,
+            "dim": int(vecs.shape[1]),
+        },
     )
     return 0
 
@@ -85,7 +94,16 @@ def compare(args) -> int:
     cpu = json.loads(Path(args.cpu).read_text())["metrics"]
     delta = abs(gpu["ndcg@10"] - cpu["ndcg@10"])
     ok = delta <= args.tol
-    _emit("compare", {"ndcg@10_gpu": round(gpu["ndcg@10"], 4), "ndcg@10_cpu": round(cpu["ndcg@10"], 4), "abs_delta": round(delta, 5), "tol": args.tol, "ok": ok})
+    _emit(
+        "compare",
+        {
+            "ndcg@10_gpu": round(gpu["ndcg@10"], 4),
+            "ndcg@10_cpu": round(cpu["ndcg@10"], 4),
+            "abs_delta": round(delta, 5),
+            "tol": args.tol,
+            "ok": ok,
+        },
+    )
     return 0 if ok else 4
 
 

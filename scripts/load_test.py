@@ -13,6 +13,7 @@ permutation, one vector of the model's dimension per input), every 429 the docum
 embed, sentences/s. Exit code 1 when a check fails. Loops are bounded by --duration and
 --max-requests, and only loopback addresses are accepted as targets.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,13 +75,22 @@ def _pct(xs: list[float]) -> dict[str, float]:
     if not xs:
         return {}
     a = np.array(xs) * 1000
-    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p95_ms": round(float(np.percentile(a, 95)), 2), "p99_ms": round(float(np.percentile(a, 99)), 2), "n": len(xs)}
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p95_ms": round(float(np.percentile(a, 95)), 2),
+        "p99_ms": round(float(np.percentile(a, 99)), 2),
+        "n": len(xs),
+    }
 
 
 def check_body(kind: str, body, req: dict, dim: int | None, embed_style: str) -> str | None:
     if kind.startswith("search"):
         hits = body.get("hits")
-        if not isinstance(hits, list) or not hits or not all(isinstance(h.get("id"), str) and isinstance(h.get("score"), float) for h in hits):
+        if (
+            not isinstance(hits, list)
+            or not hits
+            or not all(isinstance(h.get("id"), str) and isinstance(h.get("score"), float) for h in hits)
+        ):
             return "search: hits missing or malformed"
         scores = [h["score"] for h in hits]
         if scores != sorted(scores, reverse=True) or len(hits) > req["top_k"]:
@@ -118,7 +128,9 @@ def make_request(kind: str, rng: random.Random, texts: list[str], args) -> tuple
     return args.embed_path or "/v1/embeddings", {"input": batch, "model": args.model_name}
 
 
-async def client_loop(cid: int, client: httpx.AsyncClient, kinds, weights, texts, args, deadline: float, stats: Stats, budget: list[int], dim):
+async def client_loop(
+    cid: int, client: httpx.AsyncClient, kinds, weights, texts, args, deadline: float, stats: Stats, budget: list[int], dim
+):
     rng = random.Random(1000 + cid)
     while time.monotonic() < deadline and budget[0] > 0:
         budget[0] -= 1
@@ -201,10 +213,17 @@ async def run(args, url: str) -> dict:
     async with httpx.AsyncClient(base_url=url, timeout=args.timeout, limits=limits) as client:
         # Warm-up (not counted): first forward passes allocate.
         warm = Stats()
-        await asyncio.gather(*(client_loop(i, client, kinds, weights, texts, args, time.monotonic() + args.warmup, warm, [10**9], dim) for i in range(min(4, args.clients))))
+        await asyncio.gather(
+            *(
+                client_loop(i, client, kinds, weights, texts, args, time.monotonic() + args.warmup, warm, [10**9], dim)
+                for i in range(min(4, args.clients))
+            )
+        )
         t0 = time.monotonic()
         budget = [args.max_requests]
-        await asyncio.gather(*(client_loop(i, client, kinds, weights, texts, args, t0 + args.duration, stats, budget, dim) for i in range(args.clients)))
+        await asyncio.gather(
+            *(client_loop(i, client, kinds, weights, texts, args, t0 + args.duration, stats, budget, dim) for i in range(args.clients))
+        )
         elapsed = time.monotonic() - t0
     total_200 = sum(len(v) for v in stats.lat.values())
     all_lat = [x for v in stats.lat.values() for x in v]
@@ -260,7 +279,9 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--max-requests", type=int, default=1_000_000, help="stop after this many requests whatever the time")
     p.add_argument("--timeout", type=float, default=60.0)
-    p.add_argument("--mix", default="search=3,search_rerank=1,rerank=1,embed=3", help="kind=weight,...: search, search_rerank, rerank, embed")
+    p.add_argument(
+        "--mix", default="search=3,search_rerank=1,rerank=1,embed=3", help="kind=weight,...: search, search_rerank, rerank, embed"
+    )
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--rerank-top-n", type=int, default=20)
     p.add_argument("--rerank-docs", type=int, default=8)

@@ -5,6 +5,7 @@ tests and benchmarks of the service, never quality numbers.
 
     python scripts/make_standin_cross_encoder.py runs/service/minilm-ce
 """
+
 from __future__ import annotations
 
 import sys

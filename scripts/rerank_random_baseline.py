@@ -1,18 +1,19 @@
 """Expected metrics of a random reranker on the reduced protocol (chance level for the table).
 
-  .venv/bin/python scripts/rerank_random_baseline.py --run runs/eval-scifact-base/run.trec --top-n 20 --max-queries 50 --shuffles 200
+.venv/bin/python scripts/rerank_random_baseline.py --run runs/eval-scifact-base/run.trec --top-n 20 --max-queries 50 --shuffles 200
 """
+
 from __future__ import annotations
 
-import os
 import argparse
 import json
+import os
 import random
 import statistics
 
 from densekit.data import load_beir
-from eval.rerank import candidates, score_stages
-from eval.trec import read_run
+from densekit.eval.rerank import candidates, score_stages
+from densekit.eval.trec import read_run
 
 
 def main() -> None:

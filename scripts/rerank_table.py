@@ -5,16 +5,17 @@ dense run cut to the same queries and top-n), so the numbers are comparable by c
   .venv/bin/python scripts/rerank_table.py --run runs/eval-scifact-base/run.trec --top-n 20 --max-queries 50 \
       "SmolLM2 zero-shot=runs/rerank/bench/smollm2-zeroshot" "SmolLM2 SFT=runs/rerank/bench/smollm2-sft" ...
 """
+
 from __future__ import annotations
 
-import os
 import argparse
 import json
+import os
 from pathlib import Path
 
 from densekit.data import load_beir
-from eval.rerank import candidates, fuse_rrf, score_stages
-from eval.trec import read_run
+from densekit.eval.rerank import candidates, fuse_rrf, score_stages
+from densekit.eval.trec import read_run
 
 
 def main() -> None:
@@ -23,7 +24,9 @@ def main() -> None:
     ap.add_argument("--run", required=True)
     ap.add_argument("--top-n", type=int, default=20)
     ap.add_argument("--max-queries", type=int, default=50)
-    ap.add_argument("--fuse", action="store_true", help="add a row per system: its run fused with the dense run by reciprocal rank fusion (k=60)")
+    ap.add_argument(
+        "--fuse", action="store_true", help="add a row per system: its run fused with the dense run by reciprocal rank fusion (k=60)"
+    )
     ap.add_argument("--per-query-dir", help="write each row's per_query.csv under DIR/<row slug>/ (for densekit eval compare)")
     ap.add_argument("systems", nargs="+", help="NAME=FOLDER (a rerank report folder with run.trec and metrics.json)")
     args = ap.parse_args()
@@ -61,7 +64,7 @@ def _write_per_query(root: str | None, name: str, per_query: dict) -> None:
     if not root:
         return
     from densekit.atomic import write_text_atomic
-    from eval.report import per_query_csv
+    from densekit.eval.report import per_query_csv
 
     slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
     out = Path(root) / slug

@@ -6,6 +6,7 @@ until everything is loaded, which suits orchestrators' readiness probes. Shutdow
 uvicorn) first lets in-flight requests finish, then drains the batch queues, snapshots a
 live index and releases its write-ahead log.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -17,14 +18,14 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from densekit import __version__
+from densekit.service.engines import EmbedEngine, IndexEngine, InputTooLong, RerankEngine
+from densekit.service.errors import error_body, install_error_handlers
+from densekit.service.logging_setup import configure_logging
+from densekit.service.metrics import ServiceMetrics
+from densekit.service.middleware import STAGES, ServiceMiddleware
+from densekit.service.routes import documents, embed, health, rerank, search
+from densekit.service.state import ServiceState, close_state, load_state
 from densekit.settings import Settings
-from service.engines import EmbedEngine, IndexEngine, InputTooLong, RerankEngine
-from service.errors import error_body, install_error_handlers
-from service.logging_setup import configure_logging
-from service.metrics import ServiceMetrics
-from service.middleware import STAGES, ServiceMiddleware
-from service.routes import documents, embed, health, rerank, search
-from service.state import ServiceState, close_state, load_state
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 Every route except /health and /metrics depends on `require_api_key`. With no keys
 configured (DENSEKIT_API_KEYS empty) the dependency lets everything through.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -10,7 +11,7 @@ import hmac
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.errors import unauthorized
+from densekit.service.errors import unauthorized
 
 bearer = HTTPBearer(auto_error=False, description="an API key from DENSEKIT_API_KEYS (only when the server sets keys)")
 

@@ -14,6 +14,7 @@ are already being prepared (tokenised) for this batcher, or when the previous ba
 several jobs (the server is under concurrent load, and clients whose answers just went out
 are sending their next request). A lone request on an idle server never waits.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,9 +22,10 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,15 @@
 """Checks shared by the routes: readiness, and the client-side limits of DESIGN.md
 (400 empty input, 413 too many or too long inputs)."""
+
 from __future__ import annotations
 
 from fastapi import Request
 
+from densekit.service.engines import Timings
+from densekit.service.errors import ApiError, empty_input, not_ready
+from densekit.service.middleware import timings_of
+from densekit.service.state import ServiceState
 from densekit.settings import Settings
-from service.engines import Timings
-from service.errors import ApiError, empty_input, not_ready
-from service.middleware import timings_of
-from service.state import ServiceState
 
 
 def ready_state(request: Request) -> ServiceState:
@@ -32,16 +33,24 @@ def check_texts(texts: list[str], settings: Settings, what: str) -> None:
     if not texts:
         raise empty_input(f"{what}: no input given")
     if len(texts) > settings.max_client_batch:
-        raise ApiError(413, "payload_too_large", f"{what}: {len(texts)} inputs, the limit is {settings.max_client_batch} per request (max_client_batch)")
+        raise ApiError(
+            413,
+            "payload_too_large",
+            f"{what}: {len(texts)} inputs, the limit is {settings.max_client_batch} per request (max_client_batch)",
+        )
     for i, t in enumerate(texts):
         if not t or not t.strip():
             raise empty_input(f"{what}[{i}] is empty")
         if len(t) > settings.max_text_chars:
-            raise ApiError(413, "payload_too_large", f"{what}[{i}] is {len(t)} characters, the limit is {settings.max_text_chars} (max_text_chars)")
+            raise ApiError(
+                413, "payload_too_large", f"{what}[{i}] is {len(t)} characters, the limit is {settings.max_text_chars} (max_text_chars)"
+            )
 
 
 def check_text(text: str, settings: Settings, what: str) -> None:
     if not text or not text.strip():
         raise empty_input(f"{what} is empty")
     if len(text) > settings.max_text_chars:
-        raise ApiError(413, "payload_too_large", f"{what} is {len(text)} characters, the limit is {settings.max_text_chars} (max_text_chars)")
+        raise ApiError(
+            413, "payload_too_large", f"{what} is {len(text)} characters, the limit is {settings.max_text_chars} (max_text_chars)"
+        )

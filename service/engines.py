@@ -4,22 +4,24 @@
 Routes call `await engine.method(...)` and get results plus per-stage timings in the
 request's `Timings`; nothing here knows about HTTP.
 """
+
 from __future__ import annotations
 
 import asyncio
 import math
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from densekit.index.live import Delete, LiveIndex, Upsert, WriteResult
+from densekit.service.batching import DynamicBatcher
+from densekit.service.metrics import ServiceMetrics
+from densekit.service.token_count import TokenCounter, estimate_tokens
 from densekit.settings import Settings
-from index.live import Delete, LiveIndex, Upsert, WriteResult
-from service.batching import DynamicBatcher
-from service.metrics import ServiceMetrics
-from service.token_count import TokenCounter, estimate_tokens
 
 # Token counting runs on the event loop for small requests (tens of microseconds) and on a
 # worker thread for large ones, so a 4 MB payload never stalls other requests.
@@ -289,7 +291,13 @@ class IndexEngine:
         for i, per_job in all_hits.items():
             out[i] = [
                 [
-                    Hit(h.id, h.score, docs.get(h.row, {}).get("title", ""), docs.get(h.row, {}).get("text", ""), docs.get(h.row, {}).get("metadata", {}))
+                    Hit(
+                        h.id,
+                        h.score,
+                        docs.get(h.row, {}).get("title", ""),
+                        docs.get(h.row, {}).get("text", ""),
+                        docs.get(h.row, {}).get("metadata", {}),
+                    )
                     for h in hits
                 ]
                 for hits in per_job

@@ -2,6 +2,7 @@
 HTTP status DESIGN.md assigns (400 empty input, 401 auth, 413 too large, 422 validation,
 429 overloaded, 503 not ready), plus 404 for an unknown document and 409 for an update the
 index kind cannot do."""
+
 from __future__ import annotations
 
 import logging
@@ -12,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from densekit.errors import ConfigError, DensekitError, DocumentNotFoundError, InvalidInputError
-from service.batching import BatcherStopped, QueueFull
+from densekit.service.batching import BatcherStopped, QueueFull
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):
-        kind = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large"}.get(exc.status_code, "http_error")
+        kind = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error"
+        )
         return error_body(exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(InvalidInputError)

@@ -1,5 +1,6 @@
 """Structured logs: one JSON object per line, with the request id of the request being
 handled (a contextvar set by the middleware), so logs of one request can be joined."""
+
 from __future__ import annotations
 
 import contextvars

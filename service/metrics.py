@@ -1,5 +1,6 @@
 """Prometheus metrics of one app instance (its own registry, so several apps can live in one
 process, as in tests). With `--workers N` each worker process exposes its own numbers."""
+
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -10,8 +11,20 @@ _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 # Routes we label by name; anything else (404s, scanners) is "other" so labels stay bounded.
 KNOWN_ROUTES = {
-    "/search", "/rerank", "/v1/rerank", "/embed", "/v1/embeddings", "/documents", "/documents/{doc_id}",
-    "/health", "/ready", "/info", "/metrics", "/openapi.json", "/docs", "/redoc",
+    "/search",
+    "/rerank",
+    "/v1/rerank",
+    "/embed",
+    "/v1/embeddings",
+    "/documents",
+    "/documents/{doc_id}",
+    "/health",
+    "/ready",
+    "/info",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/redoc",
 }
 
 
@@ -20,13 +33,27 @@ class ServiceMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("densekit_requests", "HTTP requests by route, method and status", ["route", "method", "status"], registry=r)
-        self.latency = Histogram("densekit_request_seconds", "end-to-end request latency in the server", ["route"], buckets=_SECONDS, registry=r)
+        self.latency = Histogram(
+            "densekit_request_seconds", "end-to-end request latency in the server", ["route"], buckets=_SECONDS, registry=r
+        )
         self.stage = Histogram(
-            "densekit_stage_seconds", "time per request spent in each stage (queue, tokenize, encode, search, rerank, write)", ["stage"], buckets=_SECONDS, registry=r
+            "densekit_stage_seconds",
+            "time per request spent in each stage (queue, tokenize, encode, search, rerank, write)",
+            ["stage"],
+            buckets=_SECONDS,
+            registry=r,
         )
         self.batch_jobs = Histogram("densekit_batch_requests", "requests merged into one model call", ["model"], buckets=_BATCH, registry=r)
-        self.batch_cost = Histogram("densekit_batch_cost", "tokens (models) or queries (index) in one model call", ["model"], buckets=(16, 64, 256, 1024, 4096, 16384, 65536), registry=r)
-        self.batch_seconds = Histogram("densekit_batch_seconds", "duration of one batched model call", ["model"], buckets=_SECONDS, registry=r)
+        self.batch_cost = Histogram(
+            "densekit_batch_cost",
+            "tokens (models) or queries (index) in one model call",
+            ["model"],
+            buckets=(16, 64, 256, 1024, 4096, 16384, 65536),
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "densekit_batch_seconds", "duration of one batched model call", ["model"], buckets=_SECONDS, registry=r
+        )
         self.queue_depth = Gauge("densekit_queue_depth", "requests waiting for a model", ["model"], registry=r)
         self.rejected = Counter("densekit_rejected", "requests refused before any model work, by reason", ["reason"], registry=r)
         self.documents = Gauge("densekit_index_documents", "documents in the served index", registry=r)

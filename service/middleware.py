@@ -4,6 +4,7 @@ limit, per-stage timing headers, Prometheus counts and one structured access-log
 Pure ASGI (not BaseHTTPMiddleware) because it sits on every request's path and must not
 add a task hop or buffer responses.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,9 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.engines import Timings
-from service.logging_setup import request_id_var
-from service.metrics import KNOWN_ROUTES, ServiceMetrics
+from densekit.service.engines import Timings
+from densekit.service.logging_setup import request_id_var
+from densekit.service.metrics import KNOWN_ROUTES, ServiceMetrics
 
 access_log = logging.getLogger("densekit.access")
 log = logging.getLogger(__name__)
@@ -134,8 +135,8 @@ class ServiceMiddleware:
             message = await receive()
             if message["type"] != "http.request":
                 # The client went away before sending everything: hand that on as is.
-                async def disconnected() -> Message:
-                    return message
+                async def disconnected(last: Message = message) -> Message:
+                    return last
 
                 return disconnected
             chunk = message.get("body", b"")

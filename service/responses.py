@@ -1,6 +1,7 @@
 """JSON responses serialised with orjson: embeddings are float32 numpy rows, which orjson
 writes directly (shortest round-trip decimal of each float32) without a Python float per
 number. The routes' `response_model` still documents the shape in OpenAPI."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,6 +1,7 @@
 """Request and response models of densekit's own routes (pydantic); the OpenAPI page
 documents them. The shapes borrowed from TEI, OpenAI and Cohere/Jina are in
 `compat_schemas.py`."""
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -13,7 +14,11 @@ class SearchParamsIn(BaseModel):
 
     nprobe: int | None = Field(None, ge=1, le=1_000_000, description="IVF kinds: inverted lists visited per query")
     ef_search: int | None = Field(
-        None, ge=1, le=1_000_000, validation_alias=AliasChoices("ef_search", "efSearch"), description="HNSW: candidate list size (faiss's efSearch)"
+        None,
+        ge=1,
+        le=1_000_000,
+        validation_alias=AliasChoices("ef_search", "efSearch"),
+        description="HNSW: candidate list size (faiss's efSearch)",
     )
 
 
@@ -32,10 +37,12 @@ class SearchRequest(BaseModel):
         description="with rerank: 'none' orders by the reranker's score; 'rrf' by reciprocal rank fusion of the dense and reranker ranks "
         "(1/(60+rank) summed), which keeps the retriever's signal (BENCHMARKS.md: the best SciFact system)",
     )
-    search_params: SearchParamsIn | None = Field(None, description="per-request index parameters, e.g. {\"nprobe\": 32} or {\"ef_search\": 128}")
+    search_params: SearchParamsIn | None = Field(
+        None, description='per-request index parameters, e.g. {"nprobe": 32} or {"ef_search": 128}'
+    )
 
     @model_validator(mode="after")
-    def _one_of(self) -> "SearchRequest":
+    def _one_of(self) -> SearchRequest:
         if (self.query is None) == (self.queries is None):
             raise ValueError("give exactly one of `query` (a string) or `queries` (a list of strings)")
         return self
@@ -122,7 +129,10 @@ class InfoResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: str = Field(..., description="what went wrong, for people")
-    error_type: str = Field(..., description="machine-readable kind: empty_input, unauthorized, payload_too_large, validation, overloaded, not_ready, not_found, ...")
+    error_type: str = Field(
+        ...,
+        description="machine-readable kind: empty_input, unauthorized, payload_too_large, validation, overloaded, not_ready, not_found, ...",
+    )
 
 
 # Documented on every route so clients and schemathesis know the error shape.

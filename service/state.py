@@ -4,6 +4,7 @@
 The service keeps no state beyond this, so replicas behind one endpoint stay identical
 (live document updates aside: they need one writer process per index, see index/live.py).
 """
+
 from __future__ import annotations
 
 import logging
@@ -11,9 +12,9 @@ from dataclasses import dataclass, field
 
 from densekit.encoder import Encoder
 from densekit.errors import ConfigError, IndexMismatchError
+from densekit.index.dense_index import DenseIndex, load_index
+from densekit.index.live import LiveIndex
 from densekit.settings import Settings
-from index.dense_index import DenseIndex, load_index
-from index.live import LiveIndex
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,14 @@ def load_state(settings: Settings) -> ServiceState:
     if state.index is not None:  # GPU copy for search when faiss has GPU support (settings.faiss_device)
         state.index.to_device(settings.faiss_device, state.encoder.device)
     if settings.reranker:
-        from training.rerank import load_reranker
+        from densekit.rerankers import load_reranker
 
         state.reranker = load_reranker(
-            settings.reranker, kind=settings.reranker_kind, device=settings.device, dtype=settings.dtype, max_length=settings.reranker_max_length
+            settings.reranker,
+            kind=settings.reranker_kind,
+            device=settings.device,
+            dtype=settings.dtype,
+            max_length=settings.reranker_max_length,
         )
     return state
 

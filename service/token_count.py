@@ -5,10 +5,11 @@ truncation while another thread encodes fails with "Already borrowed"), and the 
 tokenises inside every forward pass. So counting uses its own copy of the Rust tokenizer,
 one per thread, built from the model tokenizer's serialised form.
 """
+
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 
 class TokenCounter:

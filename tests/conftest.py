@@ -1,4 +1,5 @@
 """Shared fixtures: offline hub, the real data folder, tiny models built from configs."""
+
 from __future__ import annotations
 
 import os
@@ -12,6 +13,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Fixtures that live in their own module (tests/ is on sys.path: it has no __init__.py).
+pytest_plugins = ["rerank_fixtures"]
 
 
 def _data_dir() -> Path:
@@ -50,7 +54,14 @@ def tiny_st_model_dir(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny-st")
     tok = AutoTokenizer.from_pretrained(src)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
     import torch
 
     torch.manual_seed(0)
@@ -81,7 +92,11 @@ def tiny_beir(tmp_path) -> Path:
         ("d6", "Rome", "Rome is the capital city of Italy."),
     ]
     (d / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in docs))
-    queries = [("q1", "what is the capital of France"), ("q2", "library for vector similarity search"), ("q3", "pets descended from wolves")]
+    queries = [
+        ("q1", "what is the capital of France"),
+        ("q2", "library for vector similarity search"),
+        ("q3", "pets descended from wolves"),
+    ]
     (d / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries))
     (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td3\t1\nq2\td5\t1\nq3\td2\t2\nq3\td1\t0\n")
     return d
@@ -93,7 +108,7 @@ def scifact_index_dir(tmp_path_factory, data_dir, minilm_path):
     CPU, ~4 min; corpus vectors are cached in DENSEKIT_CACHE_DIR afterwards)."""
     from densekit.data import load_corpus
     from densekit.encoder import Encoder
-    from index.dense_index import build_from_corpus
+    from densekit.index.dense_index import build_from_corpus
 
     out = tmp_path_factory.mktemp("scifact-index") / "index"
     idx = build_from_corpus(Encoder(minilm_path, device="cpu"), load_corpus(data_dir / "scifact"), progress=False)

@@ -1,4 +1,5 @@
 """Fixtures shared by the reranker tests (imported by tests/test_rerank_*.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,7 +17,17 @@ def tiny_llm_dir(tmp_path_factory):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True, initializer_range=0.2)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        initializer_range=0.2,
+    )
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("tiny-llm")
     LlamaForCausalLM(cfg).save_pretrained(out)

@@ -1,4 +1,5 @@
 """Helpers for the service tests: a tiny index, a fake reranker, an app over them."""
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,7 @@ def write_corpus(folder: Path, docs=DOCS) -> Path:
 def build_index(model_dir: Path, out: Path, docs=DOCS) -> Path:
     from densekit.data import load_corpus
     from densekit.encoder import Encoder
-    from index.dense_index import build_from_corpus
+    from densekit.index.dense_index import build_from_corpus
 
     corpus = load_corpus(write_corpus(out.parent / f"{out.name}-data", docs))
     idx = build_from_corpus(Encoder(str(model_dir), device="cpu"), corpus, progress=False)
@@ -59,9 +60,9 @@ def build_index(model_dir: Path, out: Path, docs=DOCS) -> Path:
 
 def make_state(settings, encoder, reranker=None, read_only: bool = False):
     """A loaded ServiceState over settings.index_dir, sharing an already loaded encoder."""
-    from index.dense_index import load_index
-    from index.live import LiveIndex
-    from service.state import ServiceState
+    from densekit.index.dense_index import load_index
+    from densekit.index.live import LiveIndex
+    from densekit.service.state import ServiceState
 
     state = ServiceState(settings, encoder=encoder, reranker=reranker)
     if settings.index_dir is not None:
@@ -80,7 +81,15 @@ def tiny_cross_encoder(out: Path, tokenizer_src: str) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     tok = AutoTokenizer.from_pretrained(tokenizer_src)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=512, num_labels=1)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=1,
+    )
     torch.manual_seed(0)
     BertForSequenceClassification(cfg).save_pretrained(out)
     tok.save_pretrained(out)
@@ -102,11 +111,23 @@ class ServerProcess:
         import subprocess
         import sys
 
-        from tests.conftest import free_port
+        from conftest import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "densekit.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "densekit.cli.main",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+            *args,
+        ]
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log)
 

@@ -1,12 +1,12 @@
 """The densekit CLI: help on every command, eval writes its report, bad input exits 2
 with the file and line named (no stack trace)."""
+
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner

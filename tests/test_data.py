@@ -1,5 +1,6 @@
 """BEIR loading: same counts as beir's GenericDataLoader, and malformed files fail with
 the file and line named."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,16 @@ import pytest
 from densekit.data import load_beir, load_pairs, load_qrels
 from densekit.errors import DataFormatError, DatasetNotFoundError
 
-SETS = [("scifact", "test"), ("scifact", "train"), ("nfcorpus", "test"), ("nfcorpus", "dev"), ("nfcorpus", "train"),
-        ("wikiqa", "test"), ("nq-utd", "test"), ("squad_subset", "train")]
+SETS = [
+    ("scifact", "test"),
+    ("scifact", "train"),
+    ("nfcorpus", "test"),
+    ("nfcorpus", "dev"),
+    ("nfcorpus", "train"),
+    ("wikiqa", "test"),
+    ("nq-utd", "test"),
+    ("squad_subset", "train"),
+]
 
 
 @pytest.mark.parametrize("name,split", SETS)

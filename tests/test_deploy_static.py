@@ -4,6 +4,7 @@ and that every variable the deployment sets is a real densekit setting.
 
 No Docker daemon is needed: these run in CI on every change.
 """
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 No GPU exists on the CI machine: torch.cuda and faiss's GPU entry points are replaced by
 fakes that record what densekit asked of them.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ import pytest
 
 from densekit import devices
 from densekit.errors import ConfigError
+from densekit.index import gpu
 
 
 # ---- fakes ---------------------------------------------------------------------------------
@@ -202,33 +204,33 @@ def test_installed_cpu_faiss_stays_on_cpu(no_cuda):
     import faiss
 
     idx = faiss.IndexFlatIP(4)
-    if devices.faiss_gpu_available():  # pragma: no cover - only on a GPU host
+    if gpu.faiss_gpu_available():  # pragma: no cover - only on a GPU host
         pytest.skip("this faiss has GPU support")
-    assert devices.resolve_faiss_device("auto", "cpu") == "cpu"
-    assert devices.place_index(idx, "auto", "cpu") is None
+    assert gpu.resolve_faiss_device("auto", "cpu") == "cpu"
+    assert gpu.place_index(idx, "auto", "cpu") is None
     with pytest.raises(ConfigError) as e:
-        devices.resolve_faiss_device("gpu", "cpu")
+        gpu.resolve_faiss_device("gpu", "cpu")
     assert e.value.field == "faiss_device"
 
 
 def test_unknown_faiss_device_names_the_setting():
     with pytest.raises(ConfigError) as e:
-        devices.resolve_faiss_device("tpu", "cpu")
+        gpu.resolve_faiss_device("tpu", "cpu")
     assert e.value.field == "faiss_device"
 
 
 def test_auto_follows_the_models_device(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", _fake_faiss(1))
-    assert devices.resolve_faiss_device("auto", "cuda") == "gpu"
-    assert devices.resolve_faiss_device("auto", "cpu") == "cpu"  # models on CPU: keep faiss there
-    assert devices.resolve_faiss_device("cpu", "cuda") == "cpu"  # explicit override
-    assert devices.resolve_faiss_device("gpu", "cpu") == "gpu"
+    assert gpu.resolve_faiss_device("auto", "cuda") == "gpu"
+    assert gpu.resolve_faiss_device("auto", "cpu") == "cpu"  # models on CPU: keep faiss there
+    assert gpu.resolve_faiss_device("cpu", "cuda") == "cpu"  # explicit override
+    assert gpu.resolve_faiss_device("gpu", "cpu") == "gpu"
 
 
 def test_cuda_moves_index_to_every_gpu_replicated(monkeypatch):
     fake = _fake_faiss(2)
     monkeypatch.setitem(sys.modules, "faiss", fake)
-    placed = devices.place_index("cpu-index", "auto", "cuda")
+    placed = gpu.place_index("cpu-index", "auto", "cuda")
     assert placed is not None and placed.gpus == [0, 1] and not placed.sharded
     kind, gpus, index, co = fake.calls[0]
     assert (kind, gpus, index) == ("multiple", [0, 1], "cpu-index")
@@ -240,48 +242,48 @@ def test_cuda_moves_index_to_every_gpu_replicated(monkeypatch):
 def test_shard_splits_vectors_across_gpus(monkeypatch):
     fake = _fake_faiss(2)
     monkeypatch.setitem(sys.modules, "faiss", fake)
-    placed = devices.index_to_gpu("cpu-index", "cuda", shard=True)
+    placed = gpu.index_to_gpu("cpu-index", "cuda", shard=True)
     assert placed.sharded and fake.calls[0][3].shard is True
 
 
 def test_cuda_n_moves_index_to_that_gpu(monkeypatch):
     fake = _fake_faiss(2)
     monkeypatch.setitem(sys.modules, "faiss", fake)
-    placed = devices.place_index("cpu-index", "gpu", "cuda:1")
+    placed = gpu.place_index("cpu-index", "gpu", "cuda:1")
     assert placed.gpus == [1] and fake.calls == [("single", 1, "cpu-index", fake.calls[0][3])]
     with pytest.raises(ConfigError):
-        devices.index_to_gpu("cpu-index", "cuda:5")
+        gpu.index_to_gpu("cpu-index", "cuda:5")
 
 
 def test_index_type_without_gpu_version_falls_back_in_auto_only(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", _fake_faiss(1, fail=RuntimeError("not implemented for IndexHNSWFlat")))
-    assert devices.place_index("hnsw", "auto", "cuda") is None
+    assert gpu.place_index("hnsw", "auto", "cuda") is None
     with pytest.raises(ConfigError, match="IndexHNSWFlat"):
-        devices.place_index("hnsw", "gpu", "cuda")
+        gpu.place_index("hnsw", "gpu", "cuda")
 
 
 def test_silent_cpu_clone_is_not_taken_for_a_gpu_index(monkeypatch):
     # faiss clones HNSW for "the GPU" without error but keeps it on the CPU.
     monkeypatch.setitem(sys.modules, "faiss", _fake_faiss(1))
-    assert devices.place_index("hnsw", "auto", "cuda") is None
+    assert gpu.place_index("hnsw", "auto", "cuda") is None
     with pytest.raises(ConfigError, match="no GPU version"):
-        devices.place_index("hnsw", "gpu", "cuda:0")
+        gpu.place_index("hnsw", "gpu", "cuda:0")
 
 
 def test_gpu_index_detection_on_real_faiss_wrappers():
     import faiss
 
     flat = faiss.IndexIDMap2(faiss.IndexFlatIP(4))
-    assert not devices.is_gpu_index(flat)
-    assert not devices.is_gpu_index(faiss.IndexHNSWFlat(4, 8))
+    assert not gpu.is_gpu_index(flat)
+    assert not gpu.is_gpu_index(faiss.IndexHNSWFlat(4, 8))
 
 
 def test_faiss_build_without_gpu_entry_points_counts_zero(monkeypatch):
     m = types.ModuleType("faiss")
     monkeypatch.setitem(sys.modules, "faiss", m)
-    assert devices.faiss_gpu_count() == 0
+    assert gpu.faiss_gpu_count() == 0
     with pytest.raises(ConfigError):
-        devices.index_to_gpu(object(), "cuda")
+        gpu.index_to_gpu(object(), "cuda")
 
 
 # ---- DenseIndex searches through the GPU copy -----------------------------------------------
@@ -299,8 +301,8 @@ class _SpyIndex:
 
 
 def _small_index():
-    from index.dense_index import DenseIndex
-    from index.manifest import EncoderSpec
+    from densekit.index.dense_index import DenseIndex
+    from densekit.index.manifest import EncoderSpec
 
     rng = np.random.default_rng(0)
     vecs = rng.standard_normal((20, 8)).astype(np.float32)
@@ -324,9 +326,9 @@ def test_dense_index_searches_gpu_copy_and_reclones_after_updates(monkeypatch):
     def fake_place(index, faiss_device, device, shard=False):
         spy = _SpyIndex(faiss.clone_index(index))
         clones.append(spy)
-        return devices.GpuIndex(spy, [0])
+        return gpu.GpuIndex(spy, [0])
 
-    monkeypatch.setattr(devices, "place_index", fake_place)
+    monkeypatch.setattr(gpu, "place_index", fake_place)
     idx, vecs = _small_index()
     assert idx.to_device("auto", "cuda") == "cuda:0"
     assert idx.search(vecs[3:4], 1)[0][0].id == "d3"
@@ -344,7 +346,7 @@ def test_dense_index_searches_gpu_copy_and_reclones_after_updates(monkeypatch):
 def test_dense_index_falls_back_to_cpu_when_gpu_search_fails(monkeypatch):
     import faiss
 
-    monkeypatch.setattr(devices, "place_index", lambda index, *a, **k: devices.GpuIndex(_SpyIndex(faiss.clone_index(index), fail=True), [0]))
+    monkeypatch.setattr(gpu, "place_index", lambda index, *a, **k: gpu.GpuIndex(_SpyIndex(faiss.clone_index(index), fail=True), [0]))
     idx, vecs = _small_index()
     idx.to_device("gpu", "cuda")
     assert idx.search(vecs[5:6], 1)[0][0].id == "d5"

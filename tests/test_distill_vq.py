@@ -1,4 +1,5 @@
 """Distill-VQ: the ListNet loss, the straight-through quantiser, and its faiss export."""
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,11 @@ import pytest
 import torch
 
 from densekit.errors import ConfigError
-from index import faiss_kinds
-from training.distill_vq import IVFPQQuantizer, straight_through_onehot
-from training.distill_vq_config import DistillVQConfig
-from training.distill_vq_loss import ListNetDistillLoss
-from training.distill_vq_run import distill_faiss_index
+from densekit.index import faiss_kinds
+from densekit.training.distill_vq import IVFPQQuantizer, straight_through_onehot
+from densekit.training.distill_vq_config import DistillVQConfig
+from densekit.training.distill_vq_loss import ListNetDistillLoss
+from densekit.training.distill_vq_run import distill_faiss_index
 
 DIM = 32
 
@@ -89,14 +90,27 @@ def test_from_faiss_reproduces_the_start_index(start_kind, vectors):
 def test_exported_index_scores_equal_torch_quantiser(start_kind, vectors):
     docs, queries = vectors
     cfg = DistillVQConfig(
-        data="-", out="-",
+        data="-",
+        out="-",
         index={"start_kind": start_kind, "nlist": 8, "pq_m": 8, "pq_nbits": 6, "opq_niter": 5},
-        train={"epochs": 2, "batch_size": 32, "teacher_topk": 16, "random_negatives": 32, "lr_codebooks": 1e-3, "lr_centroids": 1e-3, "ivf_loss_weight": 1.0},
+        train={
+            "epochs": 2,
+            "batch_size": 32,
+            "teacher_topk": 16,
+            "random_negatives": 32,
+            "lr_codebooks": 1e-3,
+            "lr_centroids": 1e-3,
+            "ivf_loss_weight": 1.0,
+        },
     )
     start, qz, exported, hist = distill_faiss_index(docs, queries[:128], cfg, progress=False)
     assert hist.steps == 8
     # training moved the parameters, so this compares the *trained* quantiser, not the start one
-    assert not np.allclose(qz.codebooks.detach().numpy().ravel(), faiss.vector_to_array(faiss.downcast_index(faiss.extract_index_ivf(start)).pq.centroids), atol=1e-6)
+    assert not np.allclose(
+        qz.codebooks.detach().numpy().ravel(),
+        faiss.vector_to_array(faiss.downcast_index(faiss.extract_index_ivf(start)).pq.centroids),
+        atol=1e-6,
+    )
     exported.add_with_ids(docs, np.arange(len(docs), dtype=np.int64))
     faiss.extract_index_ivf(exported).nprobe = 8  # every list: faiss scores every document
     d_faiss, rows = exported.search(queries[128:], len(docs))
@@ -115,7 +129,9 @@ def test_exported_index_scores_equal_torch_quantiser(start_kind, vectors):
 def test_distillation_lowers_the_loss(vectors):
     docs, queries = vectors
     cfg = DistillVQConfig(
-        data="-", out="-", index={"start_kind": "ivfpq", "nlist": 8, "pq_m": 4, "pq_nbits": 4},
+        data="-",
+        out="-",
+        index={"start_kind": "ivfpq", "nlist": 8, "pq_m": 4, "pq_nbits": 4},
         train={"epochs": 6, "batch_size": 32, "lr_codebooks": 2e-3, "lr_centroids": 2e-3},
     )
     _, _, _, hist = distill_faiss_index(docs, queries, cfg, progress=False)
@@ -131,7 +147,7 @@ def test_from_faiss_refuses_other_indexes():
 
 
 def test_config_errors_name_the_field(tmp_path):
-    from training.run_config import load_yaml_config
+    from densekit.training.run_config import load_yaml_config
 
     p = tmp_path / "run.yaml"
     p.write_text("data: x\nout: y\ntrain: {epochs: 0}\n")
@@ -147,7 +163,7 @@ def test_config_errors_name_the_field(tmp_path):
 def test_cli_distill_index_writes_a_loadable_index(tiny_beir, tiny_st_model_dir, tmp_path):
     from typer.testing import CliRunner
 
-    import index
+    from densekit import index
     from densekit.cli.main import app
 
     out = tmp_path / "dist"

@@ -1,5 +1,6 @@
 """Multi-dataset x multi-configuration evaluation: the reports hold every number of every
 per-run metrics file; calibration, recall and ROC curves against independent references."""
+
 from __future__ import annotations
 
 import csv
@@ -43,7 +44,10 @@ def _fmt(v: float) -> str:
 def test_two_datasets_two_configurations_report_every_number(two_datasets, tiny_st_model_dir, cls_model_dir, tmp_path):
     d1, d2 = two_datasets
     out = tmp_path / "suite"
-    r = runner.invoke(app, ["eval", "--data", str(d1), "--data", str(d2), "--model", str(tiny_st_model_dir), "--model", str(cls_model_dir), "--out", str(out)])
+    r = runner.invoke(
+        app,
+        ["eval", "--data", str(d1), "--data", str(d2), "--model", str(tiny_st_model_dir), "--model", str(cls_model_dir), "--out", str(out)],
+    )
     assert r.exit_code == 0, r.output
     suite = json.loads((out / "suite.json").read_text())
     report = (out / "report.md").read_text()
@@ -102,7 +106,9 @@ def test_yaml_config_and_bad_field(tiny_beir, tiny_st_model_dir, tmp_path):
     import yaml
 
     ix = tmp_path / "ix"
-    assert runner.invoke(app, ["index", "build", "--data", str(tiny_beir), "--model", str(tiny_st_model_dir), "--out", str(ix)]).exit_code == 0
+    assert (
+        runner.invoke(app, ["index", "build", "--data", str(tiny_beir), "--model", str(tiny_st_model_dir), "--out", str(ix)]).exit_code == 0
+    )
     cfg = {
         "datasets": [{"name": str(tiny_beir), "label": "tiny"}],
         "configurations": [{"name": "encode", "model": str(tiny_st_model_dir)}, {"name": "prebuilt", "index": {"tiny": str(ix)}}],
@@ -134,7 +140,7 @@ def test_yaml_config_and_bad_field(tiny_beir, tiny_st_model_dir, tmp_path):
 
 
 def test_calibration_threshold_known_answer():
-    from eval.calibration import threshold_for_precision
+    from densekit.eval.calibration import threshold_for_precision
 
     pos, neg = np.array([0.9, 0.8, 0.7]), np.array([0.85, 0.6, 0.5])
     # precision at t = .9 .85 .8 .7 .6 .5 -> 1, 1/2, 2/3, 3/4, 3/5, 1/2
@@ -143,7 +149,7 @@ def test_calibration_threshold_known_answer():
     c = threshold_for_precision(pos, neg, 0.8)
     assert c.threshold == 0.9 and c.recall == pytest.approx(1 / 3)
     assert threshold_for_precision(np.array([0.1]), np.array([0.5, 0.9]), 0.9).threshold is None
-    from eval.calibration import top_k_pairs
+    from densekit.eval.calibration import top_k_pairs
 
     run = {"q1": {"a": 0.9, "b": 0.8}, "q2": {"c": 0.7, "d": 0.95}, "q3": {"e": 0.5}}
     qrels = {"q1": {"a": 1}, "q2": {"c": 1, "d": 0}}
@@ -157,8 +163,8 @@ def test_recall_curve_and_roc_match_references():
     import pytrec_eval
     from sklearn.metrics import roc_auc_score
 
-    from eval.auc import auc_metrics, collect_pairs
-    from eval.curves import pooled_scores, recall_curve, roc_points
+    from densekit.eval.auc import auc_metrics, collect_pairs
+    from densekit.eval.curves import pooled_scores, recall_curve, roc_points
 
     rng = np.random.default_rng(0)
     qrels = {f"q{i}": {f"d{j}": int(rng.integers(0, 3)) for j in rng.choice(60, 6, replace=False)} for i in range(15)}
@@ -177,21 +183,21 @@ def test_recall_curve_and_roc_match_references():
     assert auc_global == pytest.approx(roc_auc_score(y, np.r_[pos, neg]), abs=1e-9)
 
 
-from tests.rerank_fixtures import tiny_llm_dir  # noqa: E402,F401  (pytest fixture)
-
-
 def test_reranked_configuration_reports_both_stages(tiny_beir, tiny_st_model_dir, tiny_llm_dir, tmp_path):
     import yaml
 
     from densekit.data import load_beir
-    from eval.evaluate import score_run
-    from eval.rerank import rerank_run
-    from eval.trec import read_run
-    from training.rerank import load_reranker
+    from densekit.eval.evaluate import score_run
+    from densekit.eval.rerank import rerank_run
+    from densekit.eval.trec import read_run
+    from densekit.rerankers import load_reranker
 
     cfg = {
         "datasets": [str(tiny_beir)],
-        "configurations": [{"name": "dense", "model": str(tiny_st_model_dir)}, {"name": "dense+llm", "model": str(tiny_st_model_dir), "reranker": str(tiny_llm_dir), "rerank_top_n": 4}],
+        "configurations": [
+            {"name": "dense", "model": str(tiny_st_model_dir)},
+            {"name": "dense+llm", "model": str(tiny_st_model_dir), "reranker": str(tiny_llm_dir), "rerank_top_n": 4},
+        ],
         "plots": False,
     }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
@@ -211,7 +217,25 @@ def test_reranked_configuration_reports_both_stages(tiny_beir, tiny_st_model_dir
         assert res["dense+llm"]["metrics"][k] == pytest.approx(metrics[k], abs=1e-5)
     # Flags: --rerank gives each first stage a reranked twin, on every dataset.
     shutil.copytree(tiny_beir, tmp_path / "copy")
-    r = runner.invoke(app, ["eval", "--data", str(tiny_beir), "--data", str(tmp_path / "copy"), "--model", str(tiny_st_model_dir), "--rerank", str(tiny_llm_dir), "--rerank-top-n", "4", "--out", str(tmp_path / "f"), "--no-plots"])
+    r = runner.invoke(
+        app,
+        [
+            "eval",
+            "--data",
+            str(tiny_beir),
+            "--data",
+            str(tmp_path / "copy"),
+            "--model",
+            str(tiny_st_model_dir),
+            "--rerank",
+            str(tiny_llm_dir),
+            "--rerank-top-n",
+            "4",
+            "--out",
+            str(tmp_path / "f"),
+            "--no-plots",
+        ],
+    )
     assert r.exit_code == 0, r.output
     flags = json.loads((tmp_path / "f" / "suite.json").read_text())["datasets"]["tiny"]["results"]
     assert len(flags) == 2

@@ -1,5 +1,6 @@
 """Evaluation over HTTP: `densekit eval --endpoint URL` against a real uvicorn server on
 127.0.0.1 gives the same run and metrics as the in-process evaluation of the same index."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,10 @@ import threading
 import time
 
 import pytest
+from conftest import free_port
 from typer.testing import CliRunner
 
 from densekit.cli.main import app
-from tests.conftest import free_port
 
 runner = CliRunner()
 
@@ -20,14 +21,16 @@ def served_index(tiny_beir, tiny_st_model_dir, tmp_path):
     """The tiny index, served by uvicorn in a thread of this process (real sockets)."""
     import uvicorn
 
+    from densekit.service.app import create_app
     from densekit.settings import Settings
-    from service.app import create_app
 
     ix = tmp_path / "ix"
     r = runner.invoke(app, ["index", "build", "--data", str(tiny_beir), "--model", str(tiny_st_model_dir), "--out", str(ix)])
     assert r.exit_code == 0, r.output
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings(index_dir=ix, device="cpu")), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(Settings(index_dir=ix, device="cpu")), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

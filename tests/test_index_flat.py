@@ -1,4 +1,5 @@
 """Flat index folders: build, save atomically, reload identically, refuse corrupt ones."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 
 from densekit.errors import IndexCorruptError, IndexMismatchError
-from index.dense_index import DenseIndex, load_index
-from index.manifest import EncoderSpec
+from densekit.index.dense_index import DenseIndex, load_index
+from densekit.index.manifest import EncoderSpec
 
 
 def make_index(n=50, dim=8, seed=0):
@@ -57,7 +58,7 @@ def test_failed_save_keeps_old_index(tmp_path, monkeypatch):
     idx, _ = make_index(n=20)
     idx.save(tmp_path / "ix")
     idx2, _ = make_index(n=30, seed=1)
-    import index.dense_index as mod
+    import densekit.index.dense_index as mod
 
     def boom(*a, **k):
         raise OSError("disk full")
@@ -128,7 +129,7 @@ def test_embedding_cache_key_separates_half_precision(tiny_st_model_dir):
     import torch
 
     from densekit.encoder import Encoder
-    from index.embedding_cache import cache_key
+    from densekit.index.embedding_cache import cache_key
 
     enc = Encoder(str(tiny_st_model_dir), device="cpu")
     texts = ["a", "b"]

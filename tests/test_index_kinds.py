@@ -1,4 +1,5 @@
 """Index kinds: build, save, reload, search params, bytes per vector, corrupt files."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from densekit.errors import ConfigError, IndexCorruptError, InvalidInputError
-from index import faiss_kinds
-from index.dense_index import DenseIndex
-from index.manifest import EncoderSpec
+from densekit.index import faiss_kinds
+from densekit.index.dense_index import DenseIndex
+from densekit.index.manifest import EncoderSpec
 
 DIM = 32
 N = 1200
@@ -51,13 +52,24 @@ def build(kind, data, **kw):
 
 
 def distilled(data) -> DenseIndex:
-    from training.distill_vq_config import DistillVQConfig
-    from training.distill_vq_run import distill_faiss_index
+    from densekit.training.distill_vq_config import DistillVQConfig
+    from densekit.training.distill_vq_run import distill_faiss_index
 
     docs, queries, ids, corpus = data
-    cfg = DistillVQConfig(data="-", out="-", index={"nlist": 16, "pq_m": 8, "pq_nbits": 6, "opq_niter": 5}, train={"epochs": 1, "batch_size": 16})
+    cfg = DistillVQConfig(
+        data="-", out="-", index={"nlist": 16, "pq_m": 8, "pq_nbits": 6, "opq_niter": 5}, train={"epochs": 1, "batch_size": 16}
+    )
     _, _, exported, _ = distill_faiss_index(docs, clustered(64, DIM, 2), cfg, progress=False)
-    return DenseIndex.build(docs, corpus, ids, SPEC, kind="distilled", build_params={"nlist": 16, "pq_m": 8, "pq_nbits": 6}, search_params={"nprobe": 2}, trained_index=exported)
+    return DenseIndex.build(
+        docs,
+        corpus,
+        ids,
+        SPEC,
+        kind="distilled",
+        build_params={"nlist": 16, "pq_m": 8, "pq_nbits": 6},
+        search_params={"nprobe": 2},
+        trained_index=exported,
+    )
 
 
 def hits(idx: DenseIndex, q: np.ndarray, params=None, k: int = 10):
@@ -185,8 +197,26 @@ def test_cli_build_kind_params_and_info(tiny_beir, tiny_st_model_dir, tmp_path):
     ix = tmp_path / "pq"
     r = runner.invoke(
         app,
-        ["index", "build", "--data", str(tiny_beir), "--model", str(tiny_st_model_dir), "--out", str(ix),
-         "--kind", "ivfpq", "--nlist", "2", "--pq-m", "4", "--pq-nbits", "2", "--nprobe", "2"],
+        [
+            "index",
+            "build",
+            "--data",
+            str(tiny_beir),
+            "--model",
+            str(tiny_st_model_dir),
+            "--out",
+            str(ix),
+            "--kind",
+            "ivfpq",
+            "--nlist",
+            "2",
+            "--pq-m",
+            "4",
+            "--pq-nbits",
+            "2",
+            "--nprobe",
+            "2",
+        ],
     )
     assert r.exit_code == 0, r.output
     manifest = json.loads(runner.invoke(app, ["index", "info", str(ix)]).stdout)
@@ -197,6 +227,25 @@ def test_cli_build_kind_params_and_info(tiny_beir, tiny_st_model_dir, tmp_path):
     bad = runner.invoke(app, ["index", "build", "--data", str(tiny_beir), "--out", str(tmp_path / "x"), "--kind", "hnsw", "--nprobe", "3"])
     assert bad.exit_code != 0 and not (tmp_path / "x").exists()
     # OPQ on fewer vectors than dimensions would abort inside faiss: refused up front instead
-    opq = runner.invoke(app, ["index", "build", "--data", str(tiny_beir), "--model", str(tiny_st_model_dir), "--out", str(tmp_path / "o"),
-                              "--kind", "opq-ivfpq", "--nlist", "2", "--pq-m", "4", "--pq-nbits", "2"])
+    opq = runner.invoke(
+        app,
+        [
+            "index",
+            "build",
+            "--data",
+            str(tiny_beir),
+            "--model",
+            str(tiny_st_model_dir),
+            "--out",
+            str(tmp_path / "o"),
+            "--kind",
+            "opq-ivfpq",
+            "--nlist",
+            "2",
+            "--pq-m",
+            "4",
+            "--pq-nbits",
+            "2",
+        ],
+    )
     assert opq.exit_code != 0 and "OPQ needs more training vectors" in str(opq.exception or opq.output)

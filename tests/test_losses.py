@@ -1,4 +1,5 @@
 """Bi-encoder losses against brute-force references written with plain loops."""
+
 from __future__ import annotations
 
 import math
@@ -6,8 +7,8 @@ import math
 import pytest
 import torch
 
-from training.losses import DCLLoss, InfoNCELoss, MWLoss
-from training.losses.batch_scores import batch_scores
+from densekit.training.losses import DCLLoss, InfoNCELoss, MWLoss
+from densekit.training.losses.batch_scores import batch_scores
 
 SHAPES = [(1, 1), (2, 0), (3, 1), (4, 2), (5, 0), (6, 3)]  # (B queries, H hard negatives)
 

@@ -1,5 +1,6 @@
 """trec metrics agree with pytrec-eval-terrier (the reference) to 1e-6, MRR@k with a
 brute-force definition, and ROC-AUC with scikit-learn on the same pairs."""
+
 from __future__ import annotations
 
 import math
@@ -10,10 +11,10 @@ import pytest
 import pytrec_eval
 from sklearn.metrics import roc_auc_score
 
-from eval.auc import auc_metrics, auc_score, collect_pairs
-from eval.evaluate import score_run
-from eval.metrics import trec_metrics
-from eval.trec import read_run, trec_order, write_run
+from densekit.eval.auc import auc_metrics, auc_score, collect_pairs
+from densekit.eval.evaluate import score_run
+from densekit.eval.metrics import trec_metrics
+from densekit.eval.trec import read_run, trec_order, write_run
 
 
 def random_case(seed: int, n_queries: int = 25, n_docs: int = 300, run_len: int = 120, graded: bool = True):

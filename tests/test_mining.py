@@ -1,11 +1,12 @@
 """Hard-negative mining: rank window, false-negative margin, never a judged positive."""
+
 from __future__ import annotations
 
 import random
 
 import pytest
 
-from training.mining import MiningParams, MiningStats, select_negatives
+from densekit.training.mining import MiningParams, MiningStats, select_negatives
 
 
 def _ranked(n=30):
@@ -47,8 +48,8 @@ def test_random_sampling_is_seeded_and_within_window():
 def test_mining_with_a_model_on_tiny_beir(tmp_path, tiny_beir, tiny_st_model_dir):
     from densekit.data import load_beir
     from densekit.encoder import Encoder
-    from training.mining import mine_hard_negatives, read_mined, write_mined
-    from training.pairs_data import pairs_from_beir
+    from densekit.training.mining import mine_hard_negatives, read_mined, write_mined
+    from densekit.training.pairs_data import pairs_from_beir
 
     ds = load_beir(tiny_beir, "test")
     enc = Encoder(str(tiny_st_model_dir), device="cpu")
@@ -69,8 +70,8 @@ def test_grade_zero_judgements_may_be_negatives(tiny_beir, tiny_st_model_dir, ma
     """q3 judges d1 with grade 0 (judged non-relevant): it is a fair negative."""
     from densekit.data import load_beir
     from densekit.encoder import Encoder
-    from training.mining import mine_hard_negatives
-    from training.pairs_data import pairs_from_beir
+    from densekit.training.mining import mine_hard_negatives
+    from densekit.training.pairs_data import pairs_from_beir
 
     ds = load_beir(tiny_beir, "test")
     enc = Encoder(str(tiny_st_model_dir), device="cpu")
@@ -85,8 +86,8 @@ def test_short_queries_are_topped_up_with_random_non_positives(tiny_beir, tiny_s
     """A margin that rejects every candidate leaves queries short; 'random' fills them."""
     from densekit.data import load_beir
     from densekit.encoder import Encoder
-    from training.mining import mine_hard_negatives
-    from training.pairs_data import pairs_from_beir
+    from densekit.training.mining import mine_hard_negatives
+    from densekit.training.pairs_data import pairs_from_beir
 
     ds = load_beir(tiny_beir, "test")
     enc = Encoder(str(tiny_st_model_dir), device="cpu")

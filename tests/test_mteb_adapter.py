@@ -1,5 +1,6 @@
 """MTEB adapter: mteb's own retrieval evaluator, run offline on a local BEIR folder through a
 densekit encoder (or densekit's search), agrees with `densekit eval`."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ def _densekit_metrics(data, model, out) -> dict:
 
 def test_mteb_on_local_folder_matches_densekit_and_hits_the_cache(tiny_beir, tiny_st_model_dir, tmp_path, monkeypatch):
     from densekit.encoder import Encoder
-    from eval.mteb_adapter import run_mteb_retrieval
+    from densekit.eval.mteb_adapter import run_mteb_retrieval
 
     monkeypatch.setenv("DENSEKIT_CACHE_DIR", str(tmp_path / "cache"))
     ours = _densekit_metrics(tiny_beir, tiny_st_model_dir, tmp_path / "dk")
@@ -35,16 +36,23 @@ def test_mteb_on_local_folder_matches_densekit_and_hits_the_cache(tiny_beir, tin
     scores = run_mteb_retrieval(enc, tiny_beir, "test", progress=False)
     # The corpus came from densekit's embedding cache: no document was encoded again.
     assert calls == [] and set((tmp_path / "cache" / "embeddings").glob("*.npy")) == cached
-    for mteb_key, ours_key in (("ndcg_at_10", "ndcg@10"), ("recall_at_100", "recall@100"), ("map_at_100", "map@100"), ("mrr_at_10", "mrr@10")):
+    for mteb_key, ours_key in (
+        ("ndcg_at_10", "ndcg@10"),
+        ("recall_at_100", "recall@100"),
+        ("map_at_100", "map@100"),
+        ("mrr_at_10", "mrr@10"),
+    ):
         assert scores[mteb_key] == pytest.approx(ours[ours_key], abs=1e-4), mteb_key
     via_search = run_mteb_retrieval(enc, tiny_beir, "test", use_search=True, progress=False)
     assert via_search["ndcg_at_10"] == pytest.approx(ours["ndcg@10"], abs=1e-4)
     # mteb's public entry point takes the wrapper like any of its own models.
     import mteb
 
-    from eval.mteb_adapter import DensekitMTEBEncoder, local_beir_task
+    from densekit.eval.mteb_adapter import DensekitMTEBEncoder, local_beir_task
 
-    result = mteb.evaluate(DensekitMTEBEncoder(enc, progress=False), local_beir_task(tiny_beir, "test"), cache=None, show_progress_bar=False)
+    result = mteb.evaluate(
+        DensekitMTEBEncoder(enc, progress=False), local_beir_task(tiny_beir, "test"), cache=None, show_progress_bar=False
+    )
     assert result.task_results[0].scores["test"][0]["ndcg_at_10"] == pytest.approx(ours["ndcg@10"], abs=1e-4)
 
 
@@ -60,7 +68,7 @@ def test_mteb_scifact_agrees_with_densekit_eval(data_dir, minilm_path, tmp_path)
     """The default model on SciFact test: MTEB's nDCG@10 within 0.002 of `densekit eval`.
     Both encode the corpus through densekit's embedding cache (one encoding, ~4 min cold)."""
     from densekit.encoder import Encoder
-    from eval.mteb_adapter import run_mteb_retrieval
+    from densekit.eval.mteb_adapter import run_mteb_retrieval
 
     ours = _densekit_metrics(data_dir / "scifact", minilm_path, tmp_path / "dk")
     scores = run_mteb_retrieval(Encoder(minilm_path, device="cpu"), data_dir / "scifact", "test", progress=False)

@@ -1,4 +1,5 @@
 """Two-stage evaluation: rerank_run/evaluate_rerank with fake rerankers, and `densekit eval --rerank`."""
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,7 @@ def _reversed_run(ds):
 
 
 def test_rerank_run_reorders_only_the_top_n(tiny_beir):
-    from eval.rerank import rerank_run
+    from densekit.eval.rerank import rerank_run
 
     ds = load_beir(tiny_beir, "test")
     rr = OracleReranker(ds)
@@ -56,7 +57,7 @@ def test_rerank_run_reorders_only_the_top_n(tiny_beir):
 
 
 def test_evaluate_rerank_scores_both_stages_on_the_same_candidates(tiny_beir, tmp_path):
-    from eval.rerank import evaluate_rerank, write_rerank_report
+    from densekit.eval.rerank import evaluate_rerank, write_rerank_report
 
     ds = load_beir(tiny_beir, "test")
     out = evaluate_rerank(OracleReranker(ds), ds, _reversed_run(ds), top_n=6, progress=False)
@@ -79,13 +80,34 @@ def test_eval_cli_rerank(tiny_beir, tiny_st_model_dir, tmp_path, capsys, monkeyp
     from densekit.cli.main import main
 
     tok = AutoTokenizer.from_pretrained(tiny_st_model_dir.parent / "bert")
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=1)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=1
+    )
     torch.manual_seed(0)
     ce = tmp_path / "ce"
     BertForSequenceClassification(cfg).save_pretrained(ce)
     tok.save_pretrained(ce)
     out = tmp_path / "report"
-    monkeypatch.setattr(sys, "argv", ["densekit", "eval", "--data", str(tiny_beir), "--model", str(tiny_st_model_dir), "--out", str(out), "--rerank", str(ce), "--rerank-top-n", "4", "--device", "cpu"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "densekit",
+            "eval",
+            "--data",
+            str(tiny_beir),
+            "--model",
+            str(tiny_st_model_dir),
+            "--out",
+            str(out),
+            "--rerank",
+            str(ce),
+            "--rerank-top-n",
+            "4",
+            "--device",
+            "cpu",
+        ],
+    )
     with pytest.raises(SystemExit) as e:
         main()
     assert e.value.code in (0, None)
@@ -96,8 +118,8 @@ def test_eval_cli_rerank(tiny_beir, tiny_st_model_dir, tmp_path, capsys, monkeyp
     assert (out / "run.trec").is_file()  # the first-stage report is still written
     assert "->" in capsys.readouterr().err
     # The RRF fusion of both stages is reported beside them, computed from their runs.
-    from eval.rerank import fuse_rrf, score_stages
-    from eval.trec import read_run, truncate_run
+    from densekit.eval.rerank import fuse_rrf, score_stages
+    from densekit.eval.trec import read_run, truncate_run
 
     fused = json.loads((out / "rerank-rrf" / "metrics.json").read_text())
     assert fused["first_stage"] == m["first_stage"] and fused["info"]["fusion"] == "rrf"
@@ -109,7 +131,7 @@ def test_eval_cli_rerank(tiny_beir, tiny_st_model_dir, tmp_path, capsys, monkeyp
 
 
 def test_relevant_documents_missed_by_the_first_stage_stay_out_of_the_auc(tiny_beir):
-    from eval.rerank import evaluate_rerank
+    from densekit.eval.rerank import evaluate_rerank
 
     ds = load_beir(tiny_beir, "test")
     out = evaluate_rerank(OracleReranker(ds), ds, _reversed_run(ds), top_n=3, progress=False)
@@ -119,7 +141,7 @@ def test_relevant_documents_missed_by_the_first_stage_stay_out_of_the_auc(tiny_b
 
 
 def test_rrf_fusion_matches_hand_computed_ranks():
-    from eval.rerank import fuse_rrf
+    from densekit.fusion import fuse_rrf
 
     first = {"q": {"a": 0.9, "b": 0.8, "c": 0.1}}
     rerank = {"q": {"c": 5.0, "a": 1.0, "b": -2.0}}

@@ -4,6 +4,7 @@ The tokenizer is SmolLM2's (read from the packaged GGUF, offline); the model is 
 random Llama built from a config, so these tests run in seconds and still exercise the real
 chat template, padding and truncation code.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,12 +12,11 @@ import json
 import pytest
 
 from densekit.errors import ConfigError, ModelLoadError
-from tests.rerank_fixtures import tiny_llm_dir  # noqa: F401  (pytest fixture)
 
 
 @pytest.fixture(scope="session")
 def tiny_llm(tiny_llm_dir):
-    from training.rerank import load_reranker
+    from densekit.rerankers import load_reranker
 
     return load_reranker(str(tiny_llm_dir), device="cpu", max_length=160)
 
@@ -30,7 +30,7 @@ DOCS = [
 
 
 def test_kind_is_detected_from_config(tiny_llm_dir, tiny_llm):
-    from training.rerank import Reranker, detect_kind
+    from densekit.rerankers import Reranker, detect_kind
 
     assert detect_kind(str(tiny_llm_dir)) == "llm"
     assert tiny_llm.kind == "llm"
@@ -62,14 +62,14 @@ def test_truncation_cuts_the_document_never_the_end(tiny_llm):
     long_doc = "retrieval " * 500
     ids = p.encode("what is dense retrieval?", long_doc)
     assert len(ids) == tiny_llm.max_length
-    assert ids[-len(p.parts.tail):] == p.parts.tail
+    assert ids[-len(p.parts.tail) :] == p.parts.tail
     assert ids[: len(p.parts.head)] == p.parts.head
     text = tiny_llm.tokenizer.decode(ids)
     assert "what is dense retrieval?" in text
     assert text.rstrip().endswith("assistant")  # the answer slot is intact
     # a long query is cut too, but the prompt's end still survives
     ids2 = p.encode("why " * 1000, long_doc)
-    assert len(ids2) == tiny_llm.max_length and ids2[-len(p.parts.tail):] == p.parts.tail
+    assert len(ids2) == tiny_llm.max_length and ids2[-len(p.parts.tail) :] == p.parts.tail
     # a short pair is not padded or cut
     short = p.encode("q", "d")
     assert len(short) < tiny_llm.max_length
@@ -81,12 +81,18 @@ def test_truncated_long_document_scores_like_its_prefix(tiny_llm):
     p = tiny_llm.prompt
     doc = " ".join(f"w{i}" for i in range(400))
     ids = p.encode("q", doc)
-    n_doc = len(ids) - len(p.parts.head) - len(p.parts.mid) - len(p.parts.tail) - len(tiny_llm.tokenizer("q", add_special_tokens=False)["input_ids"])
+    n_doc = (
+        len(ids)
+        - len(p.parts.head)
+        - len(p.parts.mid)
+        - len(p.parts.tail)
+        - len(tiny_llm.tokenizer("q", add_special_tokens=False)["input_ids"])
+    )
     assert 0 < n_doc < len(tiny_llm.tokenizer(doc, add_special_tokens=False)["input_ids"])
 
 
 def test_too_small_max_length_is_a_config_error(tiny_llm_dir):
-    from training.rerank import load_reranker
+    from densekit.rerankers import load_reranker
 
     with pytest.raises(ConfigError) as e:
         load_reranker(str(tiny_llm_dir), device="cpu", max_length=32)
@@ -94,7 +100,7 @@ def test_too_small_max_length_is_a_config_error(tiny_llm_dir):
 
 
 def test_bad_arguments_are_typed_errors(tmp_path, tiny_llm_dir):
-    from training.rerank import load_reranker
+    from densekit.rerankers import load_reranker
 
     with pytest.raises(ConfigError):
         load_reranker(str(tiny_llm_dir), kind="bert")
@@ -112,10 +118,12 @@ def test_cross_encoder_kind_and_batch_consistency(tmp_path, minilm_path):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from training.rerank import detect_kind, load_reranker
+    from densekit.rerankers import detect_kind, load_reranker
 
     tok = AutoTokenizer.from_pretrained(minilm_path)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=1)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=1
+    )
     torch.manual_seed(0)
     d = tmp_path / "tiny-ce"
     BertForSequenceClassification(cfg).save_pretrained(d)

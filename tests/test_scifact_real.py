@@ -1,5 +1,6 @@
 """Real model, real data: the default model's SciFact figure, metrics on the real run
 against pytrec_eval, and a real uvicorn process answering /search over HTTP."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,7 @@ import httpx
 import numpy as np
 import pytest
 import pytrec_eval
-
-from tests.conftest import free_port
+from conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.slow
 def scifact_eval(scifact_index_dir, data_dir, minilm_path):
     from densekit.data import load_beir
     from densekit.encoder import Encoder
-    from eval.evaluate import evaluate_index
-    from index.dense_index import load_index
+    from densekit.eval.evaluate import evaluate_index
+    from densekit.index.dense_index import load_index
 
     ds = load_beir(data_dir / "scifact", "test")
     return ds, evaluate_index(load_index(scifact_index_dir), Encoder(minilm_path, device="cpu"), ds, top_k=1000)
@@ -38,7 +38,12 @@ def test_default_model_matches_published_scifact_ndcg(scifact_eval):
 def test_real_run_metrics_equal_pytrec_eval(scifact_eval):
     ds, outcome = scifact_eval
     ref = pytrec_eval.RelevanceEvaluator(ds.qrels, {"ndcg_cut.10,100", "recall.10,100", "map_cut.100"}).evaluate(outcome.run)
-    for ours, theirs in (("ndcg@10", "ndcg_cut_10"), ("ndcg@100", "ndcg_cut_100"), ("recall@100", "recall_100"), ("map@100", "map_cut_100")):
+    for ours, theirs in (
+        ("ndcg@10", "ndcg_cut_10"),
+        ("ndcg@100", "ndcg_cut_100"),
+        ("recall@100", "recall_100"),
+        ("map@100", "map_cut_100"),
+    ):
         assert outcome.metrics[ours] == pytest.approx(np.mean([v[theirs] for v in ref.values()]), abs=1e-6)
 
 

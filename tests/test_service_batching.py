@@ -1,5 +1,6 @@
 """DynamicBatcher: token budget, bounded queue (429 at once), the wait for company,
 per-job errors, graceful drain; plus the structured log format."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +10,7 @@ import threading
 
 import pytest
 
-from service.batching import BatcherStopped, DynamicBatcher, QueueFull
+from densekit.service.batching import BatcherStopped, DynamicBatcher, QueueFull
 
 
 class Recorder:
@@ -161,7 +162,7 @@ def test_cancelled_jobs_are_skipped():
 
 
 def test_json_log_lines_carry_the_request_id():
-    from service.logging_setup import JsonFormatter, request_id_var
+    from densekit.service.logging_setup import JsonFormatter, request_id_var
 
     rec = logging.LogRecord("densekit.access", logging.INFO, __file__, 1, "POST /search %d", (200,), None)
     rec.status = 200

@@ -1,6 +1,7 @@
 """Crash safety of live updates: `kill -9` the server during a stream of upserts and
 deletes, restart it, and check that every acknowledged write is there (searchable, readable)
 and that the faiss index and the document store agree."""
+
 from __future__ import annotations
 
 import random
@@ -10,8 +11,7 @@ import time
 
 import httpx
 import pytest
-
-from tests.service_support import ServerProcess, build_index
+from service_support import ServerProcess, build_index
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,9 @@ def _writer(url: str, stop: threading.Event, acked: dict[str, str | None], seed:
                     acked[victim] = None
                 continue
             try:
-                docs = [{"id": f"k{seed}-{n}-{j}", "title": "", "text": f"crash test document {seed} {n} {j} {rng.random()}"} for j in range(3)]
+                docs = [
+                    {"id": f"k{seed}-{n}-{j}", "title": "", "text": f"crash test document {seed} {n} {j} {rng.random()}"} for j in range(3)
+                ]
                 r = c.post("/documents", json={"documents": docs})
                 if r.status_code == 200:
                     for d in docs:
@@ -82,7 +84,7 @@ def test_kill_9_during_upserts_loses_no_acknowledged_write(tmp_path, tiny_st_mod
         # Graceful stop (uvicorn re-raises SIGTERM once it has shut down cleanly).
         assert server.stop() in (0, -signal.SIGTERM)
 
-    from index.live import LiveIndex
+    from densekit.index.live import LiveIndex
 
     live = LiveIndex.open(index)
     try:

@@ -1,11 +1,12 @@
 """The /search service of the foundation: app factory, pydantic shapes, 4xx never 500."""
+
 from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
 
+from densekit.service.app import create_app
 from densekit.settings import Settings
-from service.app import create_app
 
 
 @pytest.fixture(scope="module")
@@ -14,11 +15,15 @@ def tiny_index_dir(tmp_path_factory, tiny_st_model_dir):
 
     from densekit.data import load_corpus
     from densekit.encoder import Encoder
-    from index.dense_index import build_from_corpus
+    from densekit.index.dense_index import build_from_corpus
 
     d = tmp_path_factory.mktemp("svc")
     (d / "data").mkdir()
-    docs = [("d1", "Paris", "Paris is the capital of France."), ("d2", "Faiss", "Faiss searches dense vectors."), ("d3", "Cats", "Cats purr.")]
+    docs = [
+        ("d1", "Paris", "Paris is the capital of France."),
+        ("d2", "Faiss", "Faiss searches dense vectors."),
+        ("d3", "Cats", "Cats purr."),
+    ]
     (d / "data" / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in docs))
     idx = build_from_corpus(Encoder(str(tiny_st_model_dir), device="cpu"), load_corpus(d / "data"), progress=False)
     idx.save(d / "index")

@@ -1,6 +1,7 @@
 """index/live.py: acknowledged writes survive a reopen without a snapshot (log replay), a
 cut-short log tail is dropped, corruption is refused, snapshots truncate the log, an
 interrupted snapshot rename is recovered, one writer per index, HNSW refuses removal."""
+
 from __future__ import annotations
 
 import os
@@ -10,9 +11,9 @@ import numpy as np
 import pytest
 
 from densekit.errors import ConfigError, DocumentNotFoundError, IndexCorruptError, InvalidInputError
-from index.dense_index import DenseIndex, load_index
-from index.live import Delete, LiveIndex, Upsert, accepts_removal, faiss_ids, iter_records
-from index.manifest import EncoderSpec
+from densekit.index.dense_index import DenseIndex, load_index
+from densekit.index.live import Delete, LiveIndex, Upsert, accepts_removal, faiss_ids, iter_records
+from densekit.index.manifest import EncoderSpec
 
 DIM = 8
 
@@ -142,8 +143,8 @@ def test_refused_writes_never_reach_the_log(folder):
 
 
 def test_hnsw_accepts_new_documents_but_refuses_removal(tmp_path):
-    from index.docstore import DocStore
-    from index.manifest import Manifest
+    from densekit.index.docstore import DocStore
+    from densekit.index.manifest import Manifest
 
     hnsw = faiss.IndexIDMap2(faiss.IndexHNSWFlat(DIM, 8, faiss.METRIC_INNER_PRODUCT))
     assert not accepts_removal(hnsw)

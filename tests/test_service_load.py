@@ -2,11 +2,11 @@
 clients, mixed search / search+rerank / rerank / embed for 10 s (scripts/load_test.py; the
 60-s run with the real model is in BENCHMARKS.md). No 5xx, every response valid, 429 only
 when the queue is full."""
+
 from __future__ import annotations
 
 import pytest
-
-from tests.service_support import build_index, synthetic_docs, tiny_cross_encoder
+from service_support import build_index, synthetic_docs, tiny_cross_encoder
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +32,28 @@ def _run(args: list[str]) -> dict:
 def test_load_32_clients_no_5xx_every_response_valid(served):
     index, reranker, base = served
     res = _run(
-        ["--spawn", "--index", str(index), "--reranker", str(reranker), "--read-only", "--clients", "32", "--duration", "10", "--warmup", "1",
-         "--max-requests", "50000", "--data-dir", "", "--out", str(base / "load.json"), "--server-log", str(base / "server.log")]
+        [
+            "--spawn",
+            "--index",
+            str(index),
+            "--reranker",
+            str(reranker),
+            "--read-only",
+            "--clients",
+            "32",
+            "--duration",
+            "10",
+            "--warmup",
+            "1",
+            "--max-requests",
+            "50000",
+            "--data-dir",
+            "",
+            "--out",
+            str(base / "load.json"),
+            "--server-log",
+            str(base / "server.log"),
+        ]
     )
     assert res["ok"] > 0 and res["requests"] == res["ok"]
     assert res["http_5xx_or_failed"] == 0 and res["invalid"] == 0, res
@@ -45,8 +65,30 @@ def test_load_32_clients_no_5xx_every_response_valid(served):
 def test_overload_gets_429_not_errors(served):
     index, reranker, base = served
     res = _run(
-        ["--spawn", "--index", str(index), "--reranker", str(reranker), "--read-only", "--clients", "32", "--duration", "4", "--warmup", "0.5",
-         "--max-queue", "1", "--max-requests", "50000", "--data-dir", "", "--out", str(base / "overload.json"), "--server-log", str(base / "server.log")]
+        [
+            "--spawn",
+            "--index",
+            str(index),
+            "--reranker",
+            str(reranker),
+            "--read-only",
+            "--clients",
+            "32",
+            "--duration",
+            "4",
+            "--warmup",
+            "0.5",
+            "--max-queue",
+            "1",
+            "--max-requests",
+            "50000",
+            "--data-dir",
+            "",
+            "--out",
+            str(base / "overload.json"),
+            "--server-log",
+            str(base / "server.log"),
+        ]
     )
     assert res["http_429"] > 0, res  # queues of one request are full under 32 clients
     assert res["http_5xx_or_failed"] == 0 and res["invalid"] == 0, res

@@ -1,5 +1,6 @@
 """Every route of DESIGN.md's HTTP API and every error code, with and without API keys
 (tiny random bi-encoder, six-document index, a fake reranker)."""
+
 from __future__ import annotations
 
 import base64
@@ -11,10 +12,10 @@ import time
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from service_support import DOCS, FakeReranker, build_index, make_state
 
+from densekit.service.app import create_app
 from densekit.settings import Settings
-from service.app import create_app
-from tests.service_support import DOCS, FakeReranker, build_index, make_state
 
 KEYS = ["key-one", "key-two"]
 
@@ -40,7 +41,9 @@ def index_dir(base_index, tmp_path):
 
 
 def _client(index_dir, encoder, reranker=None, read_only=False, **overrides):
-    settings = Settings(index_dir=index_dir, device="cpu", max_top_k=50, max_client_batch=8, max_text_chars=2000, max_payload_bytes=64_000, **overrides)
+    settings = Settings(
+        index_dir=index_dir, device="cpu", max_top_k=50, max_client_batch=8, max_text_chars=2000, max_payload_bytes=64_000, **overrides
+    )
     app = create_app(settings, make_state(settings, encoder, reranker, read_only=read_only))
     return TestClient(app)
 
@@ -73,7 +76,7 @@ def test_health_ready_info_metrics(client):
     assert info["model_dim"] == 32 and info["index"]["documents"] == len(DOCS)
     assert info["reranker"] == "fake-reranker"
     assert info["index"]["live_updates"] is True and info["index"]["accepts_removal"] is True
-    from service.routes.health import LIMIT_FIELDS
+    from densekit.service.routes.health import LIMIT_FIELDS
 
     for k in LIMIT_FIELDS:
         assert k in info["limits"], k
@@ -81,7 +84,12 @@ def test_health_ready_info_metrics(client):
     client.post("/search", json={"query": "cats", "top_k": 2})
     text = client.get("/metrics").text
     assert 'densekit_requests_total{method="POST",route="/search",status="200"} 1.0' in text
-    for name in ("densekit_stage_seconds_bucket", "densekit_batch_requests_bucket", "densekit_queue_depth", "densekit_request_seconds_bucket"):
+    for name in (
+        "densekit_stage_seconds_bucket",
+        "densekit_batch_requests_bucket",
+        "densekit_queue_depth",
+        "densekit_request_seconds_bucket",
+    ):
         assert name in text, name
     assert 'stage="encode"' in text and 'stage="search"' in text
 
@@ -132,7 +140,7 @@ def test_search_rerank_two_stage(client):
 
 
 def test_search_rerank_rrf_fusion(client):
-    from eval.rerank import fuse_rrf
+    from densekit.fusion import fuse_rrf
 
     body = {"query": "capital city of Italy", "top_k": 6, "rerank": True, "rerank_top_n": 6}
     plain = client.post("/search", json=body).json()["hits"]
@@ -200,7 +208,15 @@ def test_embed_tei(client, encoder):
 
 @pytest.mark.parametrize(
     "body,status",
-    [({"inputs": []}, 400), ({"inputs": ""}, 400), ({"inputs": ["a", " "]}, 400), ({"inputs": ["a"] * 9}, 413), ({"inputs": 3}, 422), ({"inputs": ["a"], "prompt_name": "x"}, 422), ({}, 422)],
+    [
+        ({"inputs": []}, 400),
+        ({"inputs": ""}, 400),
+        ({"inputs": ["a", " "]}, 400),
+        ({"inputs": ["a"] * 9}, 413),
+        ({"inputs": 3}, 422),
+        ({"inputs": ["a"], "prompt_name": "x"}, 422),
+        ({}, 422),
+    ],
 )
 def test_embed_errors(client, body, status):
     _err(client.post("/embed", json=body), status)
@@ -241,13 +257,17 @@ def test_rerank_tei(client):
 
 def test_rerank_cohere(client):
     docs = ["dogs", {"text": "the capital city of Italy is Rome"}, "Paris is in France"]
-    r = client.post("/v1/rerank", json={"model": "rerank-v3", "query": "capital city of Italy", "documents": docs, "top_n": 2, "return_documents": True})
+    r = client.post(
+        "/v1/rerank", json={"model": "rerank-v3", "query": "capital city of Italy", "documents": docs, "top_n": 2, "return_documents": True}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert len(body["results"]) == 2 and body["results"][0]["index"] == 1
     assert body["results"][0]["document"] == {"text": "the capital city of Italy is Rome"}
     assert body["results"][0]["relevance_score"] >= body["results"][1]["relevance_score"]
-    assert body["usage"]["total_tokens"] == sum(FakeReranker().count_tokens("capital city of Italy", ["dogs", "the capital city of Italy is Rome", "Paris is in France"]))
+    assert body["usage"]["total_tokens"] == sum(
+        FakeReranker().count_tokens("capital city of Italy", ["dogs", "the capital city of Italy is Rome", "Paris is in France"])
+    )
     assert body["id"] == r.headers["x-request-id"]
 
 
@@ -317,7 +337,7 @@ def test_documents_persist_across_restart(index_dir, encoder):
         assert c.post("/documents", json={"documents": [{"id": "p1", "text": "persisted text"}]}).status_code == 200
         assert c.delete("/documents/d1").status_code == 200
     # A clean shutdown snapshots; the folder alone (no log) has both changes.
-    from index.dense_index import load_index
+    from densekit.index.dense_index import load_index
 
     idx = load_index(index_dir)
     ids = {d["id"] for d in idx.docstore.iter_all()}
@@ -362,7 +382,7 @@ def test_queue_full_429_at_once(index_dir, encoder):
 
 
 def test_not_ready_503_while_loading(index_dir, monkeypatch):
-    import service.app as app_mod
+    import densekit.service.app as app_mod
 
     gate = threading.Event()
     real = app_mod.load_state
@@ -445,7 +465,7 @@ def test_api_keys_leave_health_and_metrics_public(keyed):
 
 
 def test_key_matches_compares_every_key():
-    from service.auth import key_matches
+    from densekit.service.auth import key_matches
 
     assert key_matches("b", ["a", "b"]) and not key_matches("c", ["a", "b"]) and not key_matches("", ["a"])
     assert key_matches("ключ", ["ключ"])
@@ -468,7 +488,19 @@ def test_cors_off_unless_configured(index_dir, encoder, client):
 
 def test_openapi_documents_every_route_and_field(client):
     spec = client.get("/openapi.json").json()
-    for path in ("/search", "/rerank", "/v1/rerank", "/embed", "/v1/embeddings", "/documents", "/documents/{doc_id}", "/health", "/ready", "/info", "/metrics"):
+    for path in (
+        "/search",
+        "/rerank",
+        "/v1/rerank",
+        "/embed",
+        "/v1/embeddings",
+        "/documents",
+        "/documents/{doc_id}",
+        "/health",
+        "/ready",
+        "/info",
+        "/metrics",
+    ):
         assert path in spec["paths"], path
     schemas = spec["components"]["schemas"]
     for name in ("SearchRequest", "EmbedRequest", "RerankRequest", "CohereRerankRequest", "OpenAIEmbeddingRequest", "UpsertRequest"):
@@ -481,9 +513,9 @@ def test_read_only_index_folder_is_served_read_only(index_dir, tiny_st_model_dir
     """Updates left at their default on an index folder that cannot be written: the server
     starts read-only (409 on writes) instead of refusing to start; asked for explicitly, it
     refuses with a message naming the setting."""
-    import index.live as live_mod
+    import densekit.index.live as live_mod
     from densekit.errors import ConfigError
-    from service.state import load_state
+    from densekit.service.state import load_state
 
     def no_write(*a, **k):
         raise PermissionError("read-only file system")

@@ -4,6 +4,7 @@ code and content type, and a body that matches the documented response schema.
 
 Bounded: a fixed number of examples per operation (DENSEKIT_SCHEMATHESIS_EXAMPLES, default
 15), derandomised so a CI failure reproduces."""
+
 from __future__ import annotations
 
 import os
@@ -14,16 +15,15 @@ import time
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
+from conftest import free_port  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
+from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import (  # noqa: E402
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
-from schemathesis.checks import not_a_server_error  # noqa: E402
-
-from tests.conftest import free_port  # noqa: E402
-from tests.service_support import FakeReranker, build_index, make_state  # noqa: E402
+from service_support import FakeReranker, build_index, make_state  # noqa: E402
 
 EXAMPLES = int(os.environ.get("DENSEKIT_SCHEMATHESIS_EXAMPLES", "15"))
 
@@ -33,8 +33,8 @@ def live_server(tmp_path_factory, tiny_st_model_dir):
     import uvicorn
 
     from densekit.encoder import Encoder
+    from densekit.service.app import create_app
     from densekit.settings import Settings
-    from service.app import create_app
 
     base = tmp_path_factory.mktemp("schemathesis")
     index_dir = build_index(tiny_st_model_dir, base / "index")
@@ -61,7 +61,19 @@ def api_schema(live_server):
 
 def _operations():
     # (Iterated by hand: schemathesis' lazy pytest loader does not run under pytest 9.)
-    return ["/search", "/embed", "/v1/embeddings", "/rerank", "/v1/rerank", "/documents", "/documents/{doc_id}", "/health", "/ready", "/info", "/metrics"]
+    return [
+        "/search",
+        "/embed",
+        "/v1/embeddings",
+        "/rerank",
+        "/v1/rerank",
+        "/documents",
+        "/documents/{doc_id}",
+        "/health",
+        "/ready",
+        "/info",
+        "/metrics",
+    ]
 
 
 @pytest.mark.parametrize("path", _operations())

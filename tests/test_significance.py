@@ -1,4 +1,5 @@
 """Paired significance tests on constructed runs with known answers, and `densekit eval compare`."""
+
 from __future__ import annotations
 
 import itertools
@@ -9,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from densekit.cli.main import app
-from eval.significance import compare_paired, paired_ttest, randomisation_test
+from densekit.eval.significance import compare_paired, paired_ttest, randomisation_test
 
 runner = CliRunner()
 
@@ -85,7 +86,9 @@ def test_cli_compare_csv_and_json(tmp_path):
     _write_csv(tmp_path / "a.csv", a)
     _write_csv(tmp_path / "b.csv", b)
     out = tmp_path / "cmp.json"
-    r = runner.invoke(app, ["eval", "compare", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "-m", "ndcg@10", "-m", "recall@100", "--out", str(out)])
+    r = runner.invoke(
+        app, ["eval", "compare", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "-m", "ndcg@10", "-m", "recall@100", "--out", str(out)]
+    )
     assert r.exit_code == 0, r.output
     assert "p (randomisation)" in r.stdout and "ndcg@10*" in r.stdout
     tests = json.loads(out.read_text())["tests"]
@@ -96,7 +99,7 @@ def test_cli_compare_csv_and_json(tmp_path):
 
 
 def test_cli_compare_trec_runs_with_qrels(tmp_path):
-    from eval.trec import write_run
+    from densekit.eval.trec import write_run
 
     qrels = tmp_path / "qrels.tsv"
     qrels.write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(12)))
@@ -104,7 +107,21 @@ def test_cli_compare_trec_runs_with_qrels(tmp_path):
     bad = {f"q{i}": {f"x{i}": 2.0, f"d{i}": 1.0} for i in range(12)}
     write_run(tmp_path / "good.trec", good)
     write_run(tmp_path / "bad.trec", bad)
-    r = runner.invoke(app, ["eval", "compare", str(tmp_path / "bad.trec"), str(tmp_path / "good.trec"), "--qrels", str(qrels), "-m", "mrr@10", "--out", str(tmp_path / "c.json")])
+    r = runner.invoke(
+        app,
+        [
+            "eval",
+            "compare",
+            str(tmp_path / "bad.trec"),
+            str(tmp_path / "good.trec"),
+            "--qrels",
+            str(qrels),
+            "-m",
+            "mrr@10",
+            "--out",
+            str(tmp_path / "c.json"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     t = json.loads((tmp_path / "c.json").read_text())["tests"][0]
     assert t["mean_a"] == pytest.approx(0.5) and t["mean_b"] == pytest.approx(1.0)

@@ -1,4 +1,5 @@
 """Bi-encoder training end to end on a slice of real data with a tiny model, and configs."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import pytest
 import yaml
 
 from densekit.errors import ConfigError
-from training.biencoder_config import BiEncoderRunConfig
-from training.run_config import load_yaml_config
+from densekit.training.biencoder_config import BiEncoderRunConfig
+from densekit.training.run_config import load_yaml_config
 
 
 def _slice_scifact(src: Path, dst: Path, n_train: int = 48, n_test: int = 16, n_extra_docs: int = 150) -> Path:
@@ -69,7 +70,7 @@ def _mean_loss(model_dir: Path, rows: dict, loss_name: str) -> float:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from training.losses import LOSSES
+    from densekit.training.losses import LOSSES
 
     model = SentenceTransformer(str(model_dir), device="cpu")
     model.max_seq_length = 48
@@ -92,17 +93,27 @@ def test_tiny_model_trains_on_scifact_slice(tmp_path, data_dir, tiny_st_model_di
     from sentence_transformers import SentenceTransformer
 
     from densekit.cli.common import resolve_data
-    from training.biencoder import run_biencoder
-    from training.pairs_data import build_rows, to_dataset  # noqa: F401
-    from training.mining import read_mined
+    from densekit.training.biencoder import run_biencoder
+    from densekit.training.mining import read_mined
+    from densekit.training.pairs_data import build_rows, to_dataset  # noqa: F401
 
     beir = _slice_scifact(data_dir / "scifact", tmp_path / "slice")
     out = tmp_path / f"run-{loss_name}"
-    cfg_path = _write_config(tmp_path / "run.yaml", _base_config(tiny_st_model_dir, beir, out, loss={"name": loss_name, "temperature": 0.05}))
+    cfg_path = _write_config(
+        tmp_path / "run.yaml", _base_config(tiny_st_model_dir, beir, out, loss={"name": loss_name, "temperature": 0.05})
+    )
     cfg = load_yaml_config(BiEncoderRunConfig, cfg_path)
     result = run_biencoder(cfg, resolve_data, progress=False)
 
-    for name in ("resolved_config.yaml", "hard_negatives.jsonl", "train_log.jsonl", "loss_curve.png", "summary.json", "eval_before/metrics.json", "eval_after/run.trec"):
+    for name in (
+        "resolved_config.yaml",
+        "hard_negatives.jsonl",
+        "train_log.jsonl",
+        "loss_curve.png",
+        "summary.json",
+        "eval_before/metrics.json",
+        "eval_after/run.trec",
+    ):
         assert (out / name).is_file(), name
     assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
     resolved = yaml.safe_load((out / "resolved_config.yaml").read_text())
@@ -124,7 +135,6 @@ def test_tiny_model_trains_on_scifact_slice(tmp_path, data_dir, tiny_st_model_di
         assert not set(p.neg_ids) & {d for d, g in qrels[p.qid].items() if g > 0}
 
     # The loss on the training rows falls from the base model to the trained one.
-    from training.pairs_data import build_rows
 
     rows, _ = build_rows(mined, 1, seed=7)
     before, after = _mean_loss(tiny_st_model_dir, rows, loss_name), _mean_loss(result.model_dir, rows, loss_name)
@@ -141,7 +151,7 @@ def test_tiny_model_trains_on_scifact_slice(tmp_path, data_dir, tiny_st_model_di
 
 def test_bad_configs_fail_naming_the_field(tmp_path, tiny_beir):
     from densekit.cli.common import resolve_data
-    from training.biencoder_config import check_paths
+    from densekit.training.biencoder_config import check_paths
 
     good = {"output_dir": str(tmp_path / "o"), "data": {"beir": str(tiny_beir), "beir_split": "test"}}
 
@@ -172,7 +182,10 @@ def test_cli_reports_bad_config_without_training(tmp_path, tiny_beir):
 
     from densekit.cli.main import app
 
-    cfg = _write_config(tmp_path / "bad.yaml", {"output_dir": str(tmp_path / "o"), "data": {"beir": str(tiny_beir)}, "loss": {"name": "mw", "temperature": 0}})
+    cfg = _write_config(
+        tmp_path / "bad.yaml",
+        {"output_dir": str(tmp_path / "o"), "data": {"beir": str(tiny_beir)}, "loss": {"name": "mw", "temperature": 0}},
+    )
     res = CliRunner().invoke(app, ["train", "biencoder", "--config", str(cfg)])
     assert res.exit_code != 0
     assert "loss.temperature" in str(res.exception) or "loss.temperature" in res.output
@@ -181,7 +194,7 @@ def test_cli_reports_bad_config_without_training(tmp_path, tiny_beir):
 
 def test_rows_deal_negatives_and_skip_queries_without(tmp_path):
     from densekit.data.pairs import TrainingPair
-    from training.pairs_data import build_rows
+    from densekit.training.pairs_data import build_rows
 
     pairs = [
         TrainingPair("q1", ["p1", "p2"], ["n1", "n2", "n3", "n4"]),

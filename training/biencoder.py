@@ -14,21 +14,23 @@ sentence-transformers layout, and evaluate again. Output folder::
     eval_before/ eval_after/   run.trec, metrics.json, per_query.csv, report.md
     summary.json           before/after headline metrics, data and timing figures
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from densekit.atomic import atomic_dir, write_json_atomic
 from densekit.errors import ConfigError, ModelLoadError
-from training.biencoder_config import BiEncoderRunConfig, check_paths
-from training.curves import plot_loss_curve, write_training_log
-from training.run_config import write_resolved_config
+from densekit.training.biencoder_config import BiEncoderRunConfig, check_paths
+from densekit.training.curves import plot_loss_curve, write_training_log
+from densekit.training.run_config import write_resolved_config
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class BiEncoderRunResult:
 
 
 def build_loss(cfg: BiEncoderRunConfig, model):
-    from training.losses import DCLLoss, InfoNCELoss, MWLoss
+    from densekit.training.losses import DCLLoss, InfoNCELoss, MWLoss
 
     lc = cfg.loss
     tau = lc.resolved_temperature()
@@ -67,8 +69,8 @@ def _seed_everything(seed: int) -> None:
 def _evaluate(model_path: str, dataset, cfg: BiEncoderRunConfig, device: str, out: Path, label: str, progress: bool) -> dict[str, float]:
     """Evaluate a saved model folder (so the embedding cache applies) and write a report."""
     from densekit.encoder import Encoder
-    from eval.evaluate import evaluate_encoder
-    from eval.report import write_report
+    from densekit.eval.evaluate import evaluate_encoder
+    from densekit.eval.report import write_report
 
     enc = Encoder(model_path, device=device, max_seq_length=cfg.eval.max_seq_length)
     outcome = evaluate_encoder(enc, dataset, top_k=cfg.eval.top_k, progress=progress)
@@ -85,11 +87,19 @@ def _evaluate(model_path: str, dataset, cfg: BiEncoderRunConfig, device: str, ou
     return {k: float(outcome.metrics[k]) for k in outcome.metrics if isinstance(outcome.metrics[k], (int, float))}
 
 
-def collect_pairs(cfg: BiEncoderRunConfig, folders: dict[str, Path], base_model_path: str, device: str, out_dir: Path, progress: bool, notes: dict[str, Any]):
+def collect_pairs(
+    cfg: BiEncoderRunConfig,
+    folders: dict[str, Path],
+    base_model_path: str,
+    device: str,
+    out_dir: Path,
+    progress: bool,
+    notes: dict[str, Any],
+):
     """BEIR pairs (mined or reused negatives) + pairs files, in that order."""
     from densekit.data import load_beir
-    from training.mining import MiningParams, mine_hard_negatives, read_mined, write_mined
-    from training.pairs_data import load_pair_files, pairs_from_beir
+    from densekit.training.mining import MiningParams, mine_hard_negatives, read_mined, write_mined
+    from densekit.training.pairs_data import load_pair_files, pairs_from_beir
 
     pairs = []
     if cfg.data.beir:
@@ -150,7 +160,7 @@ def run_biencoder(
             before = _evaluate(base_path, eval_ds, cfg, dev, out_dir / "eval_before", "before", progress)
 
     pairs = collect_pairs(cfg, folders, base_path, dev, out_dir, progress, notes)
-    from training.pairs_data import build_rows, to_dataset
+    from densekit.training.pairs_data import build_rows, to_dataset
 
     cols, stats = build_rows(pairs, cfg.data.num_negatives, cfg.seed)
     notes["examples"] = asdict(stats)
@@ -235,7 +245,9 @@ def train_model(cfg: BiEncoderRunConfig, base_path: str, device: str, train_ds, 
     history = list(trainer.state.log_history)
     write_training_log(history, out_dir / "train_log.jsonl")
     steps = int(trainer.state.global_step)
-    plot_loss_curve(history, out_dir / "loss_curve.png", title=f"{cfg.loss.name} on {cfg.data.beir or 'pairs'}", smooth=max(1, min(20, steps // 10)))
+    plot_loss_curve(
+        history, out_dir / "loss_curve.png", title=f"{cfg.loss.name} on {cfg.data.beir or 'pairs'}", smooth=max(1, min(20, steps // 10))
+    )
     losses = [r["loss"] for r in history if "loss" in r]
     info = {
         "steps": steps,

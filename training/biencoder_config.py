@@ -15,16 +15,16 @@ Example (every field but `output_dir` and one data source has a default)::
     train: {batch_size: 32, max_steps: 200, learning_rate: 2.0e-5, warmup_ratio: 0.1}
     eval: {beir: scifact, split: test}
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from densekit.errors import ConfigError
-from training.run_config import StrictConfig, TrainingSourceConfig
-
+from densekit.training.run_config import StrictConfig, TrainingSourceConfig
 
 _Strict = StrictConfig
 
@@ -40,7 +40,10 @@ class MiningConfig(_Strict):
     margin: float = Field(0.05, ge=0, description="skip candidates scoring above (best positive score - margin): likely unjudged positives")
     num_negatives: int = Field(4, ge=1, le=256, description="negatives kept per query in the mined file")
     sampling: Literal["random", "top"] = Field("random", description="draw from the window at random (seeded) or take its top")
-    fill_short: Literal["random", "none"] = Field("random", description="queries left with too few negatives get random corpus documents (none: they are dropped when data.num_negatives > 0)")
+    fill_short: Literal["random", "none"] = Field(
+        "random",
+        description="queries left with too few negatives get random corpus documents (none: they are dropped when data.num_negatives > 0)",
+    )
     reuse: str | None = Field(None, description="load this mined JSONL instead of mining again")
     batch_size: PositiveInt = Field(64, description="encoding batch size")
 

@@ -4,11 +4,13 @@ Shared by every trainer built on transformers' Trainer (sentence-transformers, C
 plain Trainer): `write_training_log` keeps the per-step records as JSONL and
 `plot_loss_curve` draws the training loss (and any eval loss) as a PNG.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from densekit.atomic import write_bytes_atomic, write_text_atomic
 

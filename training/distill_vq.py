@@ -16,6 +16,7 @@ index is kept fixed. `export_faiss` writes a plain faiss IndexIVFPQ (inside an
 IndexPreTransform when OPQ is used) whose assignments and codes faiss recomputes on `add`, so
 serving needs nothing but faiss.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ class IVFPQQuantizer(nn.Module):
 
     # ---- faiss <-> torch ------------------------------------------------------------
     @classmethod
-    def from_faiss(cls, index: faiss.Index, assign_temperature: float = 1.0) -> "IVFPQQuantizer":
+    def from_faiss(cls, index: faiss.Index, assign_temperature: float = 1.0) -> IVFPQQuantizer:
         """Read centroids, codebooks and the OPQ matrix out of a trained inner-product
         IndexIVFPQ or IndexPreTransform(OPQMatrix, IndexIVFPQ)."""
         outer = faiss.downcast_index(index)
@@ -103,7 +104,7 @@ class IVFPQQuantizer(nn.Module):
 
     def export_faiss(self) -> faiss.Index:
         """An empty, trained faiss index with these centroids and codebooks (OPQ kept)."""
-        from index.faiss_kinds import make_ivfpq
+        from densekit.index.faiss_kinds import make_ivfpq
 
         c = self.centroids.detach().cpu().float().numpy()
         cb = self.codebooks.detach().cpu().float().numpy()

@@ -9,6 +9,7 @@ Example (runs/distill-scifact.yaml):
     index: {start_kind: opq-ivfpq, nlist: 64, pq_m: 16, pq_nbits: 8, nprobe: 8}
     train: {epochs: 8, batch_size: 32, teacher_topk: 32, random_negatives: 128}
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -52,7 +53,8 @@ class DistillTrain(_Strict):
     temperature: float = Field(0.05, gt=0, description="ListNet softmax temperature (cosine scores)")
     assign_temperature: float = Field(1.0, gt=0, description="straight-through softmax temperature, relative to each row's spread")
     ivf_loss_weight: float = Field(
-        0.0, ge=0,
+        0.0,
+        ge=0,
         description="weight of the coarse (list-selection) ListNet term on q.c; 0 = centroids learn only through the full score "
         "(on SciFact dev, weight 1 lowered recall@10 by 0.03-0.09 against weight 0)",
     )

@@ -1,4 +1,5 @@
 """ListNet distillation loss used by Distill-VQ."""
+
 from __future__ import annotations
 
 import torch

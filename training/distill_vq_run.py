@@ -4,20 +4,21 @@ Writes an ordinary densekit index folder (kind "distilled": a plain faiss IndexI
 an IndexPreTransform when OPQ is used) plus, next to it inside the folder,
 `resolved_config.yaml` and `distill_history.json`.
 """
+
 from __future__ import annotations
 
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from densekit.atomic import write_text_atomic
 from densekit.errors import ConfigError
-from training.distill_vq_config import DistillQueries, DistillVQConfig
+from densekit.training.distill_vq_config import DistillQueries, DistillVQConfig
 
 
 @dataclass
@@ -73,9 +74,9 @@ def distill_faiss_index(
     progress: bool = True,
 ):
     """(start faiss index, trained quantizer, empty exported faiss index, history) from vectors."""
-    from index import faiss_kinds
-    from training.distill_vq import IVFPQQuantizer
-    from training.distill_vq_train import distill_quantizer
+    from densekit.index import faiss_kinds
+    from densekit.training.distill_vq import IVFPQQuantizer
+    from densekit.training.distill_vq_train import distill_quantizer
 
     params = start_build_params(cfg)
     start = faiss_kinds.make_index(cfg.index.start_kind, doc_vecs.shape[1], params, n_train=len(doc_vecs))
@@ -85,14 +86,16 @@ def distill_faiss_index(
     return start, quantizer, quantizer.export_faiss(), history
 
 
-def run_distill(cfg: DistillVQConfig, resolve_data: Callable[[str], Path], device: str | None = None, progress: bool = True) -> DistillResult:
+def run_distill(
+    cfg: DistillVQConfig, resolve_data: Callable[[str], Path], device: str | None = None, progress: bool = True
+) -> DistillResult:
     from densekit.data import load_corpus
     from densekit.devices import resolve_device
     from densekit.encoder import Encoder
-    from index import faiss_kinds
-    from index.dense_index import DenseIndex, encode_corpus
-    from index.manifest import EncoderSpec
-    from training.run_config import write_resolved_config
+    from densekit.index import faiss_kinds
+    from densekit.index.dense_index import DenseIndex, encode_corpus
+    from densekit.index.manifest import EncoderSpec
+    from densekit.training.run_config import write_resolved_config
 
     dev = resolve_device(device or cfg.device)
     folder = resolve_data(cfg.data)
@@ -106,11 +109,24 @@ def run_distill(cfg: DistillVQConfig, resolve_data: Callable[[str], Path], devic
     _, quantizer, exported, history = distill_faiss_index(doc_vecs, query_vecs, cfg, device=dev, progress=progress)
     total_s = time.perf_counter() - t0
     info = enc.info()
-    spec = EncoderSpec(name=info.name, path=info.path, dim=info.dim, similarity=info.similarity, normalize=info.normalize, max_seq_length=info.max_seq_length)
-    build_params = {**start_build_params(cfg), "nlist": quantizer.nlist, "opq": cfg.index.start_kind == "opq-ivfpq",
-                    "distill": {**cfg.train.model_dump(), "queries": cfg.queries.model_dump(), "n_queries": len(texts)}}
+    spec = EncoderSpec(
+        name=info.name,
+        path=info.path,
+        dim=info.dim,
+        similarity=info.similarity,
+        normalize=info.normalize,
+        max_seq_length=info.max_seq_length,
+    )
+    build_params = {
+        **start_build_params(cfg),
+        "nlist": quantizer.nlist,
+        "opq": cfg.index.start_kind == "opq-ivfpq",
+        "distill": {**cfg.train.model_dump(), "queries": cfg.queries.model_dump(), "n_queries": len(texts)},
+    }
     search = {"nprobe": cfg.index.nprobe} if cfg.index.nprobe else None
-    idx = DenseIndex.build(doc_vecs, corpus, doc_ids, spec, kind="distilled", build_params=build_params, search_params=search, trained_index=exported)
+    idx = DenseIndex.build(
+        doc_vecs, corpus, doc_ids, spec, kind="distilled", build_params=build_params, search_params=search, trained_index=exported
+    )
     # build time of a distilled index = start index + distillation + adding the corpus
     idx.manifest.build_time_s = round(total_s + (idx.manifest.build_time_s or 0.0), 3)
     idx.manifest.extra["source"] = str(folder)

@@ -1,4 +1,5 @@
 """The Distill-VQ training loop over precomputed (frozen) document and query vectors."""
+
 from __future__ import annotations
 
 import math
@@ -10,9 +11,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from training.distill_vq import IVFPQQuantizer
-from training.distill_vq_config import DistillTrain
-from training.distill_vq_loss import ListNetDistillLoss
+from densekit.training.distill_vq import IVFPQQuantizer
+from densekit.training.distill_vq_config import DistillTrain
+from densekit.training.distill_vq_loss import ListNetDistillLoss
 
 
 @dataclass

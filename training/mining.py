@@ -7,6 +7,7 @@ unjudged positive: a false negative), then take `num_negatives` of what is left 
 seeded, or the top). The result is written as pairs JSONL ({query, pos, neg, qid, pos_ids,
 neg_ids}) so a run can be repeated without mining again.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ import numpy as np
 
 from densekit.atomic import write_text_atomic
 from densekit.data.beir import BeirDataset, document_text
-from training.pairs_data import BeirPair
+from densekit.training.pairs_data import BeirPair
 
 
 @dataclass
@@ -86,7 +87,7 @@ def mine_hard_negatives(
     negative for a query: any grade > 0, whatever `min_grade` chose as training positives."""
     import faiss
 
-    from index.dense_index import encode_corpus
+    from densekit.index.dense_index import encode_corpus
 
     judged = dataset.qrels if judged is None else judged
     doc_ids = list(dataset.corpus)
@@ -157,5 +158,14 @@ def read_mined(path: str | Path) -> list[BeirPair]:
     with Path(path).open(encoding="utf-8") as fh:
         raw = [json.loads(line) for line in fh if line.strip()]
     for base, obj in zip(load_pairs(path), raw):
-        rows.append(BeirPair(query=base.query, pos=base.pos, neg=base.neg, qid=base.qid, pos_ids=list(obj.get("pos_ids", [])), neg_ids=list(obj.get("neg_ids", []))))
+        rows.append(
+            BeirPair(
+                query=base.query,
+                pos=base.pos,
+                neg=base.neg,
+                qid=base.qid,
+                pos_ids=list(obj.get("pos_ids", [])),
+                neg_ids=list(obj.get("neg_ids", [])),
+            )
+        )
     return rows

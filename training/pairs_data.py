@@ -4,6 +4,7 @@ Both sources become `TrainingPair`s (one per query, all its positives and negati
 those become a `datasets.Dataset` with the columns sentence-transformers' losses expect:
 `anchor`, `positive`, `negative_1` .. `negative_H`, one row per (query, positive).
 """
+
 from __future__ import annotations
 
 import random

@@ -4,6 +4,7 @@ Shared by every `densekit train` command: a config is a pydantic model with
 `extra="forbid"`, so a typo is an error too; any validation problem becomes a
 `ConfigError` naming the dotted field (e.g. `loss.temperature`) before any work starts.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -31,7 +32,9 @@ class TrainingSourceConfig(StrictConfig):
     """Where training queries and positives come from: a BEIR folder's qrels, pairs JSONL
     files ({query, pos, neg}), or both mixed. Shared by every `densekit train` command."""
 
-    beir: str | None = Field(None, description="BEIR folder (or name under DENSEKIT_DATA_DIR) whose qrels give training queries and positives")
+    beir: str | None = Field(
+        None, description="BEIR folder (or name under DENSEKIT_DATA_DIR) whose qrels give training queries and positives"
+    )
     beir_split: str = Field("train", description="qrels split of `beir` to train on (never the split you evaluate on)")
     pairs: list[str] = Field(default_factory=list, description="{query, pos, neg} JSONL files, mixed with the BEIR pairs")
     max_queries: PositiveInt | None = Field(None, description="use a fixed random subset of this many BEIR training queries")

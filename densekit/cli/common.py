@@ -1,4 +1,5 @@
 """Helpers shared by the CLI sub-commands: dataset resolution, console, settings."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,8 +1,8 @@
 """`densekit data`: fetch BEIR sets and inspect data folders."""
+
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import typer

@@ -1,6 +1,7 @@
 """`densekit eval`: retrieve for every query of a split and write run, metrics and report;
 several datasets x configurations in one report; paired significance tests between runs;
 MTEB's retrieval evaluator on a local BEIR folder."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -28,22 +29,52 @@ def evaluate(
     ctx: typer.Context,
     data: list[str] = typer.Option(None, "--data", help="BEIR folder or name under DENSEKIT_DATA_DIR (repeat for several datasets)"),
     split: str = typer.Option("test", "--split", help="qrels split to evaluate"),
-    model: list[str] = typer.Option(None, "--model", help="bi-encoder (default: the index's encoder, else DENSEKIT_MODEL); repeat for several configurations"),
-    index: list[str] = typer.Option(None, "--index", help="reuse this index folder instead of encoding the corpus; with several datasets use a '{dataset}' placeholder; repeatable"),
-    endpoint: list[str] = typer.Option(None, "--endpoint", help="evaluate a running densekit server over its POST /search instead of an in-process index (URL; '{dataset}' placeholder allowed); repeatable"),
-    config: Path = typer.Option(None, "--config", help="YAML file with datasets and configurations (see eval/suite_config.py); flags then only set --out"),
-    out: Path = typer.Option(None, "--out", help="report folder: run.trec, metrics.json, per_query.csv, report.md (several runs: suite.json, report.md, per_query.csv, plots/, runs/)"),
+    model: list[str] = typer.Option(
+        None, "--model", help="bi-encoder (default: the index's encoder, else DENSEKIT_MODEL); repeat for several configurations"
+    ),
+    index: list[str] = typer.Option(
+        None,
+        "--index",
+        help="reuse this index folder instead of encoding the corpus; with several datasets use a '{dataset}' placeholder; repeatable",
+    ),
+    endpoint: list[str] = typer.Option(
+        None,
+        "--endpoint",
+        help="evaluate a running densekit server over its POST /search instead of an in-process index (URL; '{dataset}' placeholder allowed); repeatable",
+    ),
+    config: Path = typer.Option(
+        None, "--config", help="YAML file with datasets and configurations (see eval/suite_config.py); flags then only set --out"
+    ),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        help="report folder: run.trec, metrics.json, per_query.csv, report.md (several runs: suite.json, report.md, per_query.csv, plots/, runs/)",
+    ),
     top_k: int = typer.Option(1000, "--top-k", help="documents retrieved per query"),
-    ignore_identical_ids: bool = typer.Option(False, "--ignore-identical-ids", help="drop a document whose id equals the query id (BEIR option)"),
+    ignore_identical_ids: bool = typer.Option(
+        False, "--ignore-identical-ids", help="drop a document whose id equals the query id (BEIR option)"
+    ),
     auc_negatives: int = typer.Option(500, "--auc-negatives", help="top-N retrieved non-relevant documents used as AUC negatives"),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda"),
-    rerank: str = typer.Option(None, "--rerank", help="rerank the first stage with this reranker (cross-encoder or LLM: hub name, folder, .gguf, 'smollm2'); writes OUT/rerank/ with both stages' metrics"),
+    rerank: str = typer.Option(
+        None,
+        "--rerank",
+        help="rerank the first stage with this reranker (cross-encoder or LLM: hub name, folder, .gguf, 'smollm2'); writes OUT/rerank/ with both stages' metrics",
+    ),
     rerank_top_n: int = typer.Option(100, "--rerank-top-n", min=1, help="first-stage hits reranked per query"),
-    api_key: str = typer.Option(None, "--api-key", envvar="DENSEKIT_EVAL_API_KEY", help="API key sent to --endpoint (Authorization: Bearer)"),
-    endpoint_rerank: bool = typer.Option(False, "--endpoint-rerank", help="ask the --endpoint server to rerank with its own reranker (rerank: true)"),
+    api_key: str = typer.Option(
+        None, "--api-key", envvar="DENSEKIT_EVAL_API_KEY", help="API key sent to --endpoint (Authorization: Bearer)"
+    ),
+    endpoint_rerank: bool = typer.Option(
+        False, "--endpoint-rerank", help="ask the --endpoint server to rerank with its own reranker (rerank: true)"
+    ),
     endpoint_concurrency: int = typer.Option(4, "--endpoint-concurrency", min=1, help="parallel /search requests"),
-    precision_target: float = typer.Option(0.9, "--precision-target", help="calibration: report the score threshold that keeps this precision"),
-    calibration_depth: int = typer.Option(1, "--calibration-depth", min=1, help="calibration: also over each query's top-N hits (1: is the top hit good?)"),
+    precision_target: float = typer.Option(
+        0.9, "--precision-target", help="calibration: report the score threshold that keeps this precision"
+    ),
+    calibration_depth: int = typer.Option(
+        1, "--calibration-depth", min=1, help="calibration: also over each query's top-N hits (1: is the top hit good?)"
+    ),
     no_plots: bool = typer.Option(False, "--no-plots", help="multi-run report without PNG plots"),
 ) -> None:
     """Evaluate a model, index or server on one or several datasets; prints the headline metrics."""
@@ -55,9 +86,25 @@ def evaluate(
         if rerank and config is not None:
             raise typer.BadParameter("with --config, give rerankers in the YAML (reranker, rerank_top_n)", param_hint="--rerank")
         _evaluate_suite(
-            config, data, split, model, index, endpoint, out, top_k, ignore_identical_ids, auc_negatives, device,
-            api_key, endpoint_rerank, endpoint_concurrency, precision_target, calibration_depth, no_plots,
-            rerank=rerank, rerank_top_n=rerank_top_n,
+            config,
+            data,
+            split,
+            model,
+            index,
+            endpoint,
+            out,
+            top_k,
+            ignore_identical_ids,
+            auc_negatives,
+            device,
+            api_key,
+            endpoint_rerank,
+            endpoint_concurrency,
+            precision_target,
+            calibration_depth,
+            no_plots,
+            rerank=rerank,
+            rerank_top_n=rerank_top_n,
         )
         return
     if not data or not out:
@@ -66,9 +113,9 @@ def evaluate(
     index = Path(index[0]) if index else None
     from densekit.data import load_beir
     from densekit.encoder import Encoder
-    from eval.evaluate import evaluate_index
-    from eval.report import HEADLINE, write_report
-    from index.dense_index import build_from_corpus, load_index
+    from densekit.eval.evaluate import evaluate_index
+    from densekit.eval.report import HEADLINE, write_report
+    from densekit.index.dense_index import build_from_corpus, load_index
 
     s = settings()
     folder = resolve_data(data)
@@ -77,7 +124,12 @@ def evaluate(
     timings = {"load_data_s": time.perf_counter() - t0}
     if index is not None:
         idx = load_index(index)
-        enc = Encoder(model or idx.manifest.encoder.path or idx.manifest.encoder.name, device=device or s.device, dtype=s.dtype, batch_size=s.batch_size)
+        enc = Encoder(
+            model or idx.manifest.encoder.path or idx.manifest.encoder.name,
+            device=device or s.device,
+            dtype=s.dtype,
+            batch_size=s.batch_size,
+        )
         if enc.dim != idx.dim:
             from densekit.errors import IndexMismatchError
 
@@ -109,8 +161,24 @@ def evaluate(
         _rerank_stage(rerank, rerank_top_n, ds, outcome.run, out, device or s.device)
 
 
-def _suite_from_flags(data, split, model, index, endpoint, top_k, ignore_identical_ids, auc_negatives, api_key, endpoint_rerank, precision_target, calibration_depth, no_plots, rerank=None, rerank_top_n=100):
-    from eval.suite_config import suite_from_dict
+def _suite_from_flags(
+    data,
+    split,
+    model,
+    index,
+    endpoint,
+    top_k,
+    ignore_identical_ids,
+    auc_negatives,
+    api_key,
+    endpoint_rerank,
+    precision_target,
+    calibration_depth,
+    no_plots,
+    rerank=None,
+    rerank_top_n=100,
+):
+    from densekit.eval.suite_config import suite_from_dict
 
     if not data:
         raise typer.BadParameter("--data is required (or --config)", param_hint="--data")
@@ -127,7 +195,9 @@ def _suite_from_flags(data, split, model, index, endpoint, top_k, ignore_identic
         # Each in-process first stage gets a reranked twin; they share one retrieval.
         twins = [{**c, "reranker": rerank, "rerank_top_n": rerank_top_n} for c in configs if "endpoint" not in c]
         if not twins:
-            raise typer.BadParameter("--rerank reranks in-process first stages; to use a server's reranker pass --endpoint-rerank", param_hint="--rerank")
+            raise typer.BadParameter(
+                "--rerank reranks in-process first stages; to use a server's reranker pass --endpoint-rerank", param_hint="--rerank"
+            )
         configs += twins
     return suite_from_dict(
         {
@@ -142,16 +212,54 @@ def _suite_from_flags(data, split, model, index, endpoint, top_k, ignore_identic
     )
 
 
-def _evaluate_suite(config, data, split, model, index, endpoint, out, top_k, ignore_identical_ids, auc_negatives, device, api_key, endpoint_rerank, endpoint_concurrency, precision_target, calibration_depth, no_plots, rerank=None, rerank_top_n=100) -> None:
-    from eval.suite import run_suite
-    from eval.suite_config import load_suite_config
+def _evaluate_suite(
+    config,
+    data,
+    split,
+    model,
+    index,
+    endpoint,
+    out,
+    top_k,
+    ignore_identical_ids,
+    auc_negatives,
+    device,
+    api_key,
+    endpoint_rerank,
+    endpoint_concurrency,
+    precision_target,
+    calibration_depth,
+    no_plots,
+    rerank=None,
+    rerank_top_n=100,
+) -> None:
+    from densekit.eval.suite import run_suite
+    from densekit.eval.suite_config import load_suite_config
 
     if config is not None:
         suite = load_suite_config(config)
         if data or model or index or endpoint:
-            raise typer.BadParameter("--config already names datasets and configurations; drop --data/--model/--index/--endpoint", param_hint="--config")
+            raise typer.BadParameter(
+                "--config already names datasets and configurations; drop --data/--model/--index/--endpoint", param_hint="--config"
+            )
     else:
-        suite = _suite_from_flags(data, split, model, index, endpoint, top_k, ignore_identical_ids, auc_negatives, api_key, endpoint_rerank, precision_target, calibration_depth, no_plots, rerank, rerank_top_n)
+        suite = _suite_from_flags(
+            data,
+            split,
+            model,
+            index,
+            endpoint,
+            top_k,
+            ignore_identical_ids,
+            auc_negatives,
+            api_key,
+            endpoint_rerank,
+            precision_target,
+            calibration_depth,
+            no_plots,
+            rerank,
+            rerank_top_n,
+        )
     out = out or (Path(suite.out) if suite.out else None)
     if out is None:
         raise typer.BadParameter("--out is required", param_hint="--out")
@@ -163,7 +271,9 @@ def _evaluate_suite(config, data, split, model, index, endpoint, out, top_k, ign
     names = [n for n, _ in suite.named_configurations(settings().model)]
     table = ["dataset".ljust(16) + "".join(n[:22].rjust(24) for n in names)]
     for dname, by_cfg in result.cells.items():
-        table.append(dname[:16].ljust(16) + "".join((f"{by_cfg[n].metrics['ndcg@10']:.4f}" if n in by_cfg else "-").rjust(24) for n in names))
+        table.append(
+            dname[:16].ljust(16) + "".join((f"{by_cfg[n].metrics['ndcg@10']:.4f}" if n in by_cfg else "-").rjust(24) for n in names)
+        )
     avg = result.summary["average"]
     table.append("average".ljust(16) + "".join((f"{avg[n]['metrics']['ndcg@10']:.4f}" if n in avg else "-").rjust(24) for n in names))
     console.print("nDCG@10\n" + "\n".join(table), highlight=False)
@@ -173,12 +283,13 @@ def _evaluate_suite(config, data, split, model, index, endpoint, out, top_k, ign
 def _evaluate_single_cell(suite, out: Path, device, endpoint_concurrency: int) -> None:
     """One dataset, one configuration (e.g. `--endpoint URL`): the single-run report layout."""
     from densekit.data import load_beir
-    from eval.report import HEADLINE, write_report
-    from eval.suite import _Resources, calibration_dict, evaluate_cell, validate_suite
+    from densekit.eval.cell import calibration_dict
+    from densekit.eval.report import HEADLINE, write_report
+    from densekit.eval.suite import _Resources, evaluate_cell, validate_suite
 
     s = settings()
-    (spec, label, folder), = validate_suite(suite, s)
-    (name, cfg), = suite.named_configurations(s.model)
+    ((spec, label, folder),) = validate_suite(suite, s)
+    ((name, cfg),) = suite.named_configurations(s.model)
     t0 = time.perf_counter()
     ds = load_beir(folder, spec.split)
     load_s = time.perf_counter() - t0
@@ -205,10 +316,16 @@ def _evaluate_single_cell(suite, out: Path, device, endpoint_concurrency: int) -
 def compare(
     run_a: Path = typer.Argument(..., help="run A (the baseline): report folder, per-query CSV, or TREC run file (with --qrels)"),
     run_b: Path = typer.Argument(..., help="run B: same forms as run A"),
-    metric: list[str] = typer.Option(["ndcg@10"], "--metric", "-m", help="per-query metric to test (repeatable), e.g. ndcg@10, recall@100, mrr@10, auc"),
-    qrels: Path = typer.Option(None, "--qrels", help="qrels for TREC run files: a BEIR folder (with --split), a BEIR qrels TSV or TREC qrels"),
+    metric: list[str] = typer.Option(
+        ["ndcg@10"], "--metric", "-m", help="per-query metric to test (repeatable), e.g. ndcg@10, recall@100, mrr@10, auc"
+    ),
+    qrels: Path = typer.Option(
+        None, "--qrels", help="qrels for TREC run files: a BEIR folder (with --split), a BEIR qrels TSV or TREC qrels"
+    ),
     split: str = typer.Option("test", "--split", help="qrels split when --qrels is a BEIR folder"),
-    permutations: int = typer.Option(10_000, "--permutations", min=100, help="random sign flips of the randomisation test (exact enumeration when 2^n is smaller)"),
+    permutations: int = typer.Option(
+        10_000, "--permutations", min=100, help="random sign flips of the randomisation test (exact enumeration when 2^n is smaller)"
+    ),
     seed: int = typer.Option(42, "--seed", help="random seed of the randomisation test"),
     alpha: float = typer.Option(0.05, "--alpha", help="significance level marked with * in the table"),
     out: Path = typer.Option(None, "--out", help="also write the result: FILE.json or FILE.md"),
@@ -218,7 +335,7 @@ def compare(
     import json
 
     from densekit.atomic import write_text_atomic
-    from eval.compare import compare_runs, load_per_query, markdown_comparison
+    from densekit.eval.compare import compare_runs, load_per_query, markdown_comparison
 
     qrels_s = str(qrels) if qrels else None
     a = load_per_query(run_a, qrels_s, split)
@@ -241,7 +358,9 @@ def mteb_cmd(
     data: str = typer.Option(..., "--data", help="BEIR folder or name under DENSEKIT_DATA_DIR"),
     split: str = typer.Option("test", "--split", help="qrels split"),
     model: str = typer.Option(None, "--model", help="bi-encoder (default: DENSEKIT_MODEL)"),
-    search: bool = typer.Option(False, "--search", help="let MTEB call densekit's search (faiss index) instead of its own exhaustive search over the encoder"),
+    search: bool = typer.Option(
+        False, "--search", help="let MTEB call densekit's search (faiss index) instead of its own exhaustive search over the encoder"
+    ),
     out: Path = typer.Option(None, "--out", help="write MTEB's scores as JSON into this folder"),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda"),
 ) -> None:
@@ -251,7 +370,7 @@ def mteb_cmd(
 
     from densekit.atomic import write_text_atomic
     from densekit.encoder import Encoder
-    from eval.mteb_adapter import run_mteb_retrieval
+    from densekit.eval.mteb_adapter import run_mteb_retrieval
 
     s = settings()
     folder = resolve_data(data)
@@ -262,14 +381,17 @@ def mteb_cmd(
             console.print(f"{k:>14}: {scores[k]:.4f}")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "mteb_scores.json", json.dumps({"dataset": folder.name, "split": split, "model": enc.name, "scores": scores}, indent=2, default=str))
+        write_text_atomic(
+            out / "mteb_scores.json",
+            json.dumps({"dataset": folder.name, "split": split, "model": enc.name, "scores": scores}, indent=2, default=str),
+        )
         console.print(f"scores: {out / 'mteb_scores.json'}")
 
 
 def _rerank_stage(name: str, top_n: int, ds, run, out: Path, device: str) -> None:
     """Second stage of `densekit eval --rerank`: rerank the top-n, report both stages."""
-    from eval.rerank import evaluate_rerank, fused_outcome, write_rerank_report
-    from training.rerank import load_reranker
+    from densekit.eval.rerank import evaluate_rerank, fused_outcome, write_rerank_report
+    from densekit.rerankers import load_reranker
 
     reranker = load_reranker(name, device=device)
     outcome = evaluate_rerank(reranker, ds, run, top_n=top_n)

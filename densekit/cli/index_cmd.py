@@ -1,4 +1,5 @@
 """`densekit index`: build and inspect index folders."""
+
 from __future__ import annotations
 
 import json
@@ -47,18 +48,31 @@ def build(
     nprobe: int = typer.Option(None, "--nprobe", help="IVF kinds: default lists probed per query, stored in the manifest"),
     ef_search: int = typer.Option(None, "--ef-search", help="hnsw: default efSearch, stored in the manifest"),
     param: list[str] = typer.Option(None, "--param", help="any build parameter KEY=VALUE (repeatable; see index/faiss_kinds.py)"),
-    search_param: list[str] = typer.Option(None, "--search-param", help="default search parameter KEY=VALUE stored in the manifest (repeatable)"),
+    search_param: list[str] = typer.Option(
+        None, "--search-param", help="default search parameter KEY=VALUE stored in the manifest (repeatable)"
+    ),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda (default: DENSEKIT_DEVICE)"),
     batch_size: int = typer.Option(None, "--batch-size", help="encoding batch size"),
 ) -> None:
     """Encode a corpus and write an index folder: manifest.json, index.faiss, docstore.sqlite."""
     from densekit.encoder import Encoder
-    from index import faiss_kinds
-    from index.dense_index import build_from_corpus
+    from densekit.index import faiss_kinds
+    from densekit.index.dense_index import build_from_corpus
 
-    explicit = {"nlist": nlist, "pq_m": pq_m, "pq_nbits": pq_nbits, "opq_niter": opq_niter, "hnsw_m": hnsw_m, "ef_construction": ef_construction, "train_size": train_size}
+    explicit = {
+        "nlist": nlist,
+        "pq_m": pq_m,
+        "pq_nbits": pq_nbits,
+        "opq_niter": opq_niter,
+        "hnsw_m": hnsw_m,
+        "ef_construction": ef_construction,
+        "train_size": train_size,
+    }
     build_params = {**_parse_params(param, "--param"), **{k: v for k, v in explicit.items() if v is not None}}
-    search_params = {**_parse_params(search_param, "--search-param"), **{k: v for k, v in {"nprobe": nprobe, "ef_search": ef_search}.items() if v is not None}}
+    search_params = {
+        **_parse_params(search_param, "--search-param"),
+        **{k: v for k, v in {"nprobe": nprobe, "ef_search": ef_search}.items() if v is not None},
+    }
     # Check every parameter before the (slow) corpus encoding.
     faiss_kinds.parse_build_params(kind, build_params)
     faiss_kinds.parse_search_params(kind, search_params)
@@ -83,17 +97,21 @@ def build(
 
 def _build_distilled(folder: Path, out: Path, model: str, build_params: dict, search_params: dict, device: str) -> None:
     """`--kind distilled` without a config: Distill-VQ on document-title pseudo-queries."""
-    from training.distill_vq_config import DistillVQConfig
-    from training.distill_vq_run import run_distill
+    from densekit.training.distill_vq_config import DistillVQConfig
+    from densekit.training.distill_vq_run import run_distill
 
     index_cfg = {k: build_params[k] for k in ("nlist", "pq_m", "pq_nbits", "opq_niter", "train_size") if k in build_params}
     if "nprobe" in search_params:
         index_cfg["nprobe"] = search_params["nprobe"]
     if build_params.get("opq") is False:
         index_cfg["start_kind"] = "ivfpq"
-    cfg = DistillVQConfig(data=str(folder), out=str(out), model=model, device=device, queries={"source": "titles", "max_queries": 20000}, index=index_cfg)
+    cfg = DistillVQConfig(
+        data=str(folder), out=str(out), model=model, device=device, queries={"source": "titles", "max_queries": 20000}, index=index_cfg
+    )
     res = run_distill(cfg, lambda d: Path(d), device=device)
-    console.print(f"distilled index written: {res.index_dir} ({res.n_docs} documents, {res.n_queries} title pseudo-queries, {res.history['steps']} steps)")
+    console.print(
+        f"distilled index written: {res.index_dir} ({res.n_docs} documents, {res.n_queries} title pseudo-queries, {res.history['steps']} steps)"
+    )
 
 
 @app.command("info")
@@ -103,7 +121,7 @@ def info(
 ) -> None:
     """The manifest as JSON: kind, faiss structure, bytes_per_vector (codes) and
     extra.index_bytes_per_vector (whole index), build_time_s, build and search params."""
-    from index.dense_index import load_index
+    from densekit.index.dense_index import load_index
 
     idx = load_index(index_dir)
     m = idx.manifest

@@ -1,4 +1,5 @@
 """The `densekit` command: one CLI over data, training, indexing, serving and evaluation."""
+
 from __future__ import annotations
 
 import logging

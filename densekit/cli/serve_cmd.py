@@ -1,4 +1,5 @@
 """`densekit serve`: run the HTTP service under uvicorn."""
+
 from __future__ import annotations
 
 import json
@@ -17,10 +18,16 @@ def serve(
     reranker_kind: str = typer.Option(None, "--reranker-kind", help="auto, cross-encoder or llm (env DENSEKIT_RERANKER_KIND)"),
     host: str = typer.Option(None, "--host", help="bind address (env DENSEKIT_HOST, default 127.0.0.1)"),
     port: int = typer.Option(None, "--port", help="bind port (env DENSEKIT_PORT, default 8000)"),
-    workers: int = typer.Option(None, "--workers", help="uvicorn worker processes, each loading the models (env DENSEKIT_WORKERS, default 1; more than 1 needs --read-only)"),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        help="uvicorn worker processes, each loading the models (env DENSEKIT_WORKERS, default 1; more than 1 needs --read-only)",
+    ),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda (env DENSEKIT_DEVICE)"),
     dtype: str = typer.Option(None, "--dtype", help="auto, float32, float16, bfloat16 (env DENSEKIT_DTYPE)"),
-    torch_threads: int = typer.Option(None, "--torch-threads", help="CPU threads of a forward pass; 0 = all cores (env DENSEKIT_TORCH_THREADS)"),
+    torch_threads: int = typer.Option(
+        None, "--torch-threads", help="CPU threads of a forward pass; 0 = all cores (env DENSEKIT_TORCH_THREADS)"
+    ),
     batch_size: int = typer.Option(None, "--batch-size", help="encoder mini-batch inside one forward call (env DENSEKIT_BATCH_SIZE)"),
     max_top_k: int = typer.Option(None, "--max-top-k", help="largest top_k or rerank_top_n a request may ask for (422 past it)"),
     max_client_batch: int = typer.Option(None, "--max-client-batch", help="most texts or queries in one request (413 past it)"),
@@ -31,13 +38,17 @@ def serve(
     max_wait_ms: float = typer.Option(None, "--max-wait-ms", help="longest a forming batch waits for more requests"),
     max_queue: int = typer.Option(None, "--max-queue", help="requests waiting per model before new ones get 429"),
     rerank_top_n: int = typer.Option(None, "--rerank-top-n", help="default first-stage hits the reranker rescores"),
-    api_key: list[str] = typer.Option(None, "--api-key", help="accepted API key (repeatable); prefer env DENSEKIT_API_KEYS='[\"k1\"]', which ps does not show"),
+    api_key: list[str] = typer.Option(
+        None, "--api-key", help="accepted API key (repeatable); prefer env DENSEKIT_API_KEYS='[\"k1\"]', which ps does not show"
+    ),
     cors_origin: list[str] = typer.Option(None, "--cors-origin", help="allowed CORS origin (repeatable); none = CORS off"),
     read_only: bool = typer.Option(False, "--read-only", help="refuse POST/DELETE /documents; the index folder is never written"),
     wal_dir: Path = typer.Option(None, "--wal-dir", help="write-ahead log folder of live updates (default <index>.wal)"),
     snapshot_every: int = typer.Option(None, "--snapshot-every", help="write-ahead log records between index snapshots"),
     graceful_shutdown_s: float = typer.Option(None, "--graceful-shutdown-s", help="seconds in-flight requests may run after SIGTERM"),
-    load_in_background: bool = typer.Option(False, "--load-in-background", help="open the port before models load (/ready answers 503 until then)"),
+    load_in_background: bool = typer.Option(
+        False, "--load-in-background", help="open the port before models load (/ready answers 503 until then)"
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error"),
     log_text: bool = typer.Option(False, "--log-text", help="plain text log lines instead of JSON (env DENSEKIT_LOG_JSON=false)"),
 ) -> None:
@@ -47,8 +58,8 @@ def serve(
     limits in force."""
     import uvicorn
 
+    from densekit.service.logging_setup import configure_logging
     from densekit.settings import Settings
-    from service.logging_setup import configure_logging
 
     # Flags travel to the app factory as environment, so every worker sees the same settings.
     values = {
@@ -94,7 +105,7 @@ def serve(
     # Worker processes (--workers N) start fresh interpreters: they configure logging from this.
     os.environ["DENSEKIT_SERVE_LOG_LEVEL"] = log_level
     uvicorn.run(
-        "service.app:create_app",
+        "densekit.service.app:create_app",
         factory=True,
         host=s.host,
         port=s.port,

@@ -1,4 +1,5 @@
 """`densekit train`: bi-encoders, rerankers and distilled indexes from YAML configs."""
+
 from __future__ import annotations
 
 import typer
@@ -16,9 +17,9 @@ def biencoder(
 ) -> None:
     """Fine-tune a bi-encoder (InfoNCE, MW or DCL) and evaluate it before and after."""
     from densekit.cli.common import console, resolve_data
-    from training.biencoder import run_biencoder
-    from training.biencoder_config import BiEncoderRunConfig
-    from training.run_config import load_yaml_config
+    from densekit.training.biencoder import run_biencoder
+    from densekit.training.biencoder_config import BiEncoderRunConfig
+    from densekit.training.run_config import load_yaml_config
 
     cfg = load_yaml_config(BiEncoderRunConfig, config, {"output_dir": output_dir, "train.max_steps": max_steps, "device": device})
     result = run_biencoder(cfg, resolve_data, device=device, progress=not no_progress)
@@ -26,7 +27,10 @@ def biencoder(
     console.print(f"trained {t['steps']} steps in {t['seconds']:.0f} s ({t['seconds_per_step']:.2f} s/step); model: {result.model_dir}")
     for stage, m in (("before", result.before), ("after", result.after)):
         if m:
-            console.print(f"{stage:>6}: " + "  ".join(f"{k}={m[k]:.4f}" for k in ("ndcg@10", "recall@100", "mrr@10", "auc_global", "auc_per_query") if k in m))
+            console.print(
+                f"{stage:>6}: "
+                + "  ".join(f"{k}={m[k]:.4f}" for k in ("ndcg@10", "recall@100", "mrr@10", "auc_global", "auc_per_query") if k in m)
+            )
 
 
 @app.command("mine")
@@ -41,7 +45,9 @@ def mine(
     num_negatives: int = typer.Option(4, "--num-negatives", help="negatives kept per query"),
     sampling: str = typer.Option("random", "--sampling", help="random (seeded) or top"),
     seed: int = typer.Option(42, "--seed"),
-    fill_short: str = typer.Option("random", "--fill-short", help="random: top up queries left short with random corpus documents; none: leave them short"),
+    fill_short: str = typer.Option(
+        "random", "--fill-short", help="random: top up queries left short with random corpus documents; none: leave them short"
+    ),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda"),
 ) -> None:
     """Mine hard negatives for a BEIR split with a bi-encoder and faiss; never a judged positive."""
@@ -49,8 +55,8 @@ def mine(
     from densekit.data import load_beir
     from densekit.encoder import Encoder
     from densekit.errors import ConfigError
-    from training.mining import MiningParams, mine_hard_negatives, write_mined
-    from training.pairs_data import pairs_from_beir
+    from densekit.training.mining import MiningParams, mine_hard_negatives, write_mined
+    from densekit.training.pairs_data import pairs_from_beir
 
     if rank_end <= rank_start:
         raise ConfigError("--rank-end", f"must be greater than --rank-start ({rank_start})")
@@ -58,7 +64,9 @@ def mine(
         raise ConfigError("--sampling", "use random or top")
     ds = load_beir(resolve_data(data), split)
     enc = Encoder(model, device=device or "auto")
-    pairs, stats = mine_hard_negatives(enc, ds, pairs_from_beir(ds, seed=seed), MiningParams(rank_start, rank_end, margin, num_negatives, sampling, seed, fill_short))
+    pairs, stats = mine_hard_negatives(
+        enc, ds, pairs_from_beir(ds, seed=seed), MiningParams(rank_start, rank_end, margin, num_negatives, sampling, seed, fill_short)
+    )
     write_mined(pairs, out)
     console.print(f"mined {stats.negatives} negatives for {stats.queries} queries -> {out} ({stats.as_dict()})")
 
@@ -73,9 +81,9 @@ def distill_index(
 ) -> None:
     """Distill-VQ: learn IVF centroids and PQ codebooks from dense scores, write a faiss index folder."""
     from densekit.cli.common import console, resolve_data
-    from training.distill_vq_config import DistillVQConfig
-    from training.distill_vq_run import run_distill
-    from training.run_config import load_yaml_config
+    from densekit.training.distill_vq_config import DistillVQConfig
+    from densekit.training.distill_vq_run import run_distill
+    from densekit.training.run_config import load_yaml_config
 
     cfg = load_yaml_config(DistillVQConfig, config, {"out": out, "train.epochs": epochs, "device": device})
     res = run_distill(cfg, resolve_data, device=device, progress=not no_progress)
@@ -96,14 +104,22 @@ def reranker(
 ) -> None:
     """Train a reranker (LLM yes/no with SFT or CL, or a cross-encoder); eval before and after."""
     from densekit.cli.common import console, resolve_data
-    from training.rerank.config import RerankerRunConfig
-    from training.rerank.run import train_reranker
-    from training.run_config import load_yaml_config
+    from densekit.training.rerank.config import RerankerRunConfig
+    from densekit.training.rerank.run import train_reranker
+    from densekit.training.run_config import load_yaml_config
 
-    cfg = load_yaml_config(RerankerRunConfig, config, {"output_dir": output_dir, "train.max_steps": max_steps, "train.device": device, "objective": objective})
+    cfg = load_yaml_config(
+        RerankerRunConfig, config, {"output_dir": output_dir, "train.max_steps": max_steps, "train.device": device, "objective": objective}
+    )
     summary = train_reranker(cfg, resolve_data, log=lambda m: console.print(m, markup=False, highlight=False), progress=not no_progress)
     console.print(f"trained {summary['steps']} steps in {summary['train_s']:.0f} s; model: {summary['model_dir']}")
     for stage in ("eval_before", "eval_after"):
         if stage in summary:
             e = summary[stage]
-            console.print(f"{stage}: first stage " + "  ".join(f"{k}={v:.4f}" for k, v in e["first_stage"].items()) + " | reranked " + "  ".join(f"{k}={v:.4f}" for k, v in e["reranked"].items()) + f" ({e['pairs_per_s']} pairs/s)")
+            console.print(
+                f"{stage}: first stage "
+                + "  ".join(f"{k}={v:.4f}" for k, v in e["first_stage"].items())
+                + " | reranked "
+                + "  ".join(f"{k}={v:.4f}" for k, v in e["reranked"].items())
+                + f" ({e['pairs_per_s']} pairs/s)"
+            )

@@ -5,6 +5,7 @@ _id -> {title, text}; queries are restricted to those with qrels in the split; q
 every judged row, grade 0 included. Unlike GenericDataLoader, malformed rows fail with the
 file and line named instead of a bare KeyError/ValueError.
 """
+
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,5 @@
 """Getting BEIR datasets: beir's download helper with network, or a local copy."""
+
 from __future__ import annotations
 
 import shutil

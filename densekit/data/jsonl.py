@@ -1,9 +1,10 @@
 """Line-by-line JSONL reading that reports the file and line of any malformed row."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from densekit.errors import DataFormatError, DatasetNotFoundError
 

@@ -1,4 +1,5 @@
 """Training pairs: JSONL rows {"query": str, "pos": [str], "neg": [str]} (neg optional)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

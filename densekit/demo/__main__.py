@@ -1,6 +1,7 @@
 """Build the demo index once: SciFact under DENSEKIT_DATA_DIR, else a download, else the
 small corpus densekit carries (its own guide split into passages). Never fails for lack of
 data or network."""
+
 from __future__ import annotations
 
 import argparse
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from densekit.data import load_corpus
         from densekit.encoder import Encoder
-        from index.dense_index import build_from_corpus
+        from densekit.index.dense_index import build_from_corpus
 
         data = choose_data(args.out)
         print(f"building the demo index from {data} (a few minutes on a CPU)")

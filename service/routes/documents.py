@@ -1,22 +1,25 @@
 """Live documents: `POST /documents` (batch upsert), `GET /documents/{id}`,
 `DELETE /documents/{id}`. A 200 means the write is in the fsynced write-ahead log
 (index/live.py): a restart, even after `kill -9`, still has it."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
 from densekit.data.beir import document_text
 from densekit.errors import DocumentNotFoundError, InvalidInputError
-from index.live import Delete, Upsert
-from service.auth import require_api_key
-from service.deps import check_texts, ready_state, settings_of, timings
-from service.errors import ApiError, conflict, empty_input, not_ready, validation
-from service.schemas import DeleteResponse, DocumentOut, UpsertRequest, UpsertResponse, errors
+from densekit.index.live import Delete, Upsert
+from densekit.service.auth import require_api_key
+from densekit.service.deps import check_texts, ready_state, settings_of, timings
+from densekit.service.errors import ApiError, conflict, empty_input, not_ready, validation
+from densekit.service.schemas import DeleteResponse, DocumentOut, UpsertRequest, UpsertResponse, errors
 
 router = APIRouter(tags=["documents"], dependencies=[Depends(require_api_key)])
 
 _NOT_FOUND = {404: {"model": errors(400)[400]["model"], "description": "no document with this id"}}
-_CONFLICT = {409: {"model": errors(400)[400]["model"], "description": "the server is read-only, or the index kind cannot remove/replace documents"}}
+_CONFLICT = {
+    409: {"model": errors(400)[400]["model"], "description": "the server is read-only, or the index kind cannot remove/replace documents"}
+}
 
 
 def _writable(request: Request):

@@ -1,5 +1,6 @@
 """Embeddings in the two shapes clients speak: TEI's `POST /embed` and OpenAI's
 `POST /v1/embeddings`."""
+
 from __future__ import annotations
 
 import base64
@@ -7,12 +8,12 @@ import base64
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 
-from service.auth import require_api_key
-from service.compat_schemas import EmbedRequest, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
-from service.deps import check_texts, ready_state, settings_of, timings
-from service.errors import validation
-from service.responses import FastJSON
-from service.schemas import errors
+from densekit.service.auth import require_api_key
+from densekit.service.compat_schemas import EmbedRequest, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
+from densekit.service.deps import check_texts, ready_state, settings_of, timings
+from densekit.service.errors import validation
+from densekit.service.responses import FastJSON
+from densekit.service.schemas import errors
 
 router = APIRouter(tags=["embed"], dependencies=[Depends(require_api_key)])
 

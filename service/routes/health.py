@@ -1,5 +1,6 @@
 """Liveness, readiness, info and Prometheus metrics. /health and /metrics are public; /ready
 and /info need the API key when keys are set."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
@@ -7,9 +8,9 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from densekit import __version__
-from service.auth import require_api_key
-from service.errors import error_body
-from service.schemas import HealthResponse, InfoResponse, ReadyResponse, errors
+from densekit.service.auth import require_api_key
+from densekit.service.errors import error_body
+from densekit.service.schemas import HealthResponse, InfoResponse, ReadyResponse, errors
 
 public = APIRouter(tags=["health"])
 router = APIRouter(tags=["health"], dependencies=[Depends(require_api_key)])
@@ -48,7 +49,9 @@ async def health(request: Request):
     return HealthResponse(status="ok")
 
 
-@public.get("/metrics", summary="Prometheus metrics (public)", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@public.get(
+    "/metrics", summary="Prometheus metrics (public)", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}}
+)
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

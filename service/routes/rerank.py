@@ -1,16 +1,17 @@
 """Reranking in the two shapes clients speak: TEI's `POST /rerank` and Cohere/Jina's
 `POST /v1/rerank`. Both sort by score, best first."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from service.auth import require_api_key
-from service.compat_schemas import CohereRerankRequest, CohereRerankResponse, RankOut, RerankRequest
-from service.deps import check_text, check_texts, ready_state, settings_of, timings
-from service.errors import ApiError
-from service.middleware import REQUEST_ID_KEY
-from service.responses import FastJSON
-from service.schemas import errors
+from densekit.service.auth import require_api_key
+from densekit.service.compat_schemas import CohereRerankRequest, CohereRerankResponse, RankOut, RerankRequest
+from densekit.service.deps import check_text, check_texts, ready_state, settings_of, timings
+from densekit.service.errors import ApiError
+from densekit.service.middleware import REQUEST_ID_KEY
+from densekit.service.responses import FastJSON
+from densekit.service.schemas import errors
 
 router = APIRouter(tags=["rerank"], dependencies=[Depends(require_api_key)])
 

@@ -1,5 +1,6 @@
 """POST /search: dense retrieval over the loaded index, one query or a batch, optionally
 reranked (two-stage: the first `rerank_top_n` dense hits are rescored by the reranker)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,13 +9,13 @@ import time
 from fastapi import APIRouter, Depends, Request
 
 from densekit.data.beir import document_text
-from eval.rerank import fuse_rrf
-from service.auth import require_api_key
-from service.deps import check_text, check_texts, ready_state, settings_of, timings
-from service.engines import Hit
-from service.errors import not_ready, validation
-from service.responses import FastJSON
-from service.schemas import BatchSearchResponse, SearchRequest, SearchResponse, errors
+from densekit.fusion import fuse_rrf
+from densekit.service.auth import require_api_key
+from densekit.service.deps import check_text, check_texts, ready_state, settings_of, timings
+from densekit.service.engines import Hit
+from densekit.service.errors import not_ready, validation
+from densekit.service.responses import FastJSON
+from densekit.service.schemas import BatchSearchResponse, SearchRequest, SearchResponse, errors
 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_api_key)])
 
@@ -36,7 +37,7 @@ def _hit(h: Hit, dense: float | None = None, score: float | None = None, rerank:
         "Give `query` for one query (answer: `{query, hits, took_ms}`) or `queries` for a batch "
         "(answer: `{results: [{query, hits}], took_ms}`). With `rerank: true` the first "
         "`rerank_top_n` dense hits of each query are rescored by the server's reranker and the best "
-        "`top_k` returned; `score` is then the reranker's (with `rerank_fusion: \"rrf\"` the reciprocal rank fusion "
+        '`top_k` returned; `score` is then the reranker\'s (with `rerank_fusion: "rrf"` the reciprocal rank fusion '
         "of both stages), `dense_score` the first stage's and `rerank_score` the reranker's."
     ),
     responses=errors(400, 401, 413, 422, 429, 503),
@@ -71,7 +72,9 @@ async def search(req: SearchRequest, request: Request):
     per_query = await state.search.search(vectors, first_k, params, tm)
 
     if req.rerank:
-        per_query = await asyncio.gather(*(_rerank(state, q, hits, req.top_k, req.rerank_fusion, tm) for q, hits in zip(queries, per_query)))
+        per_query = await asyncio.gather(
+            *(_rerank(state, q, hits, req.top_k, req.rerank_fusion, tm) for q, hits in zip(queries, per_query))
+        )
     else:
         per_query = [[_hit(h) for h in hits] for hits in per_query]
     took = (time.perf_counter() - t0) * 1000
@@ -87,7 +90,7 @@ async def _rerank(state, query: str, hits: list[Hit], top_k: int, fusion: str, t
     result = await state.rerank.score(query, texts, tm)
     scores = list(result.scores)
     if fusion == "rrf":
-        # The same fusion `densekit eval` measures (eval.rerank.fuse_rrf), on this query's hits.
+        # The same fusion `densekit eval` measures (densekit.fusion.fuse_rrf), on this query's hits.
         fused = fuse_rrf([{"q": {h.id: h.score for h in hits}}, {"q": {h.id: s for h, s in zip(hits, scores)}}])["q"]
         final = [fused[h.id] for h in hits]
     else:

@@ -4,12 +4,13 @@ Each is a small `torch.nn.Module` with its equation and source in the docstring,
 the library's loss contract `forward(sentence_features, labels)` over dataset columns
 anchor, positive, negative_1..negative_H.
 """
+
 from __future__ import annotations
 
-from training.losses.base import BiEncoderLoss
-from training.losses.dcl import DCLLoss
-from training.losses.infonce import InfoNCELoss
-from training.losses.mw import MWLoss
+from densekit.training.losses.base import BiEncoderLoss
+from densekit.training.losses.dcl import DCLLoss
+from densekit.training.losses.infonce import InfoNCELoss
+from densekit.training.losses.mw import MWLoss
 
 LOSSES: dict[str, type[BiEncoderLoss]] = {"infonce": InfoNCELoss, "mw": MWLoss, "dcl": DCLLoss}
 

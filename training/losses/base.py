@@ -7,13 +7,15 @@ by `batch_scores` (see there for the layout); embedding the columns goes through
 library's own `embed_columns`, so merged forwards, prompts and routers behave exactly as in
 its built-in losses.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from torch import Tensor, nn
 
-from training.losses.batch_scores import Similarity, batch_scores
+from densekit.training.losses.batch_scores import Similarity, batch_scores
 
 
 class BiEncoderLoss(nn.Module):

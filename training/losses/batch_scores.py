@@ -7,6 +7,7 @@ positive of query i and passage B*(h+1)+i is query i's h-th hard negative. Every
 this package is a function of the (B, B*(1+H)) matrix of query-passage similarities in that
 layout, so the reference tests can check the maths on plain tensors.
 """
+
 from __future__ import annotations
 
 from typing import Literal

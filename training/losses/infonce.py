@@ -1,4 +1,5 @@
 """InfoNCE with in-batch and hard negatives."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -6,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from training.losses.base import BiEncoderLoss
-from training.losses.batch_scores import Similarity, check_temperature, positive_scores
+from densekit.training.losses.base import BiEncoderLoss
+from densekit.training.losses.batch_scores import Similarity, check_temperature, positive_scores
 
 
 class InfoNCELoss(BiEncoderLoss):

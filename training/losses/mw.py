@@ -1,4 +1,5 @@
 """The MW (Mann-Whitney) loss: a batch-global pairwise AUC surrogate."""
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -6,8 +7,8 @@ from typing import Any, Literal
 import torch.nn.functional as F
 from torch import Tensor
 
-from training.losses.base import BiEncoderLoss
-from training.losses.batch_scores import Similarity, check_temperature, own_positive_mask, positive_scores
+from densekit.training.losses.base import BiEncoderLoss
+from densekit.training.losses.batch_scores import Similarity, check_temperature, own_positive_mask, positive_scores
 
 Reduction = Literal["sum", "mean"]
 

@@ -21,14 +21,14 @@ Example (an SFT-trained SmolLM2 with LoRA)::
     train: {max_steps: 60, queries_per_batch: 2, learning_rate: 2.0e-4, warmup_ratio: 0.1, max_length: 256}
     eval: {beir: scifact, split: test, run: runs/eval-scifact-base/run.trec, top_n: 20, max_queries: 50}
 """
+
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
-from training.run_config import StrictConfig, TrainingSourceConfig
-
+from densekit.training.run_config import StrictConfig, TrainingSourceConfig
 
 _Strict = StrictConfig
 
@@ -68,7 +68,9 @@ class RerankTrainConfig(_Strict):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_length: int = Field(256, ge=32, le=8192, description="tokens per (prompt, document); the document is what gets cut")
     temperature: float = Field(1.0, gt=0, description="cl: softmax temperature over z_yes")
-    sft_reduction: Literal["sum_docs", "mean_docs"] = Field("sum_docs", description="sft: sum (paper/DESIGN) or mean over a query's documents")
+    sft_reduction: Literal["sum_docs", "mean_docs"] = Field(
+        "sum_docs", description="sft: sum (paper/DESIGN) or mean over a query's documents"
+    )
     batch_size: PositiveInt = Field(16, description="cross-encoder: (query, document) pairs per batch")
     head: Literal["mean", "cls"] = Field(
         "mean",
@@ -76,7 +78,10 @@ class RerankTrainConfig(_Strict):
     )
     logging_steps: PositiveInt = 5
     device: str = Field("auto", description="auto, cpu, cuda")
-    bf16: bool = Field(False, description="llm: bfloat16 autocast (weights and optimizer stay float32); ~2x faster on CPUs with avx512_bf16 and on recent GPUs")
+    bf16: bool = Field(
+        False,
+        description="llm: bfloat16 autocast (weights and optimizer stay float32); ~2x faster on CPUs with avx512_bf16 and on recent GPUs",
+    )
 
 
 class RerankEvalConfig(_Strict):
@@ -92,10 +97,14 @@ class RerankEvalConfig(_Strict):
 
 class RerankerRunConfig(_Strict):
     kind: Literal["llm", "cross-encoder"] = "llm"
-    model: str | None = Field(None, description="base model: hub name, folder or .gguf file; default 'smollm2' (llm) or 'all-MiniLM-L6-v2' (cross-encoder)")
+    model: str | None = Field(
+        None, description="base model: hub name, folder or .gguf file; default 'smollm2' (llm) or 'all-MiniLM-L6-v2' (cross-encoder)"
+    )
     output_dir: str
     seed: int = 0
-    objective: Literal["sft", "cl", "bce"] | None = Field(None, validate_default=True, description="llm: sft (default) or cl; cross-encoder: bce (default)")
+    objective: Literal["sft", "cl", "bce"] | None = Field(
+        None, validate_default=True, description="llm: sft (default) or cl; cross-encoder: bce (default)"
+    )
     instruction: str | None = Field(None, description="llm: task instruction in the prompt (default: a generic relevance one)")
     data: RerankDataConfig
     negatives: NegativesConfig = Field(default_factory=NegativesConfig)

@@ -12,15 +12,16 @@ already carries meaning while its [CLS] pooler is untrained, and a linear head o
 starts learning at once where the [CLS] head sat at chance loss for a whole short run
 (BENCHMARKS, issue 4). `head: cls` builds the classic sequence-classification model.
 """
+
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from training.rerank.config import RerankerRunConfig
-from training.rerank.train_data import RerankGroup
+from densekit.training.rerank.config import RerankerRunConfig
+from densekit.training.rerank.train_data import RerankGroup
 
 
 def _rows(groups: list[RerankGroup], num_neg: int, seed: int) -> dict[str, list]:
@@ -50,7 +51,9 @@ def _base_cross_encoder(path: str, head: str, max_length: int, device: str):
     )
 
 
-def train_cross_encoder(cfg: RerankerRunConfig, groups: list[RerankGroup], model_dir: Path, log: Callable[[str], None] = print, progress: bool = True) -> list[dict]:
+def train_cross_encoder(
+    cfg: RerankerRunConfig, groups: list[RerankGroup], model_dir: Path, log: Callable[[str], None] = print, progress: bool = True
+) -> list[dict]:
     import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments

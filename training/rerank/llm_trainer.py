@@ -9,21 +9,22 @@ the loss. LoRA adapters through peft, or full fine-tuning for small models.
 The result is a folder `load_reranker` reads: a peft adapter (or full model), the tokenizer,
 and `densekit_reranker.json` (base model, instruction, max_length, objective, how to score).
 """
+
 from __future__ import annotations
 
 import json
 import math
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from densekit.atomic import write_text_atomic
-from training.rerank.config import RerankerRunConfig
-from training.rerank.llm import META_FILE, resolve_base, yes_no_logits
-from training.rerank.losses import SERVE_SCORE, GroupSoftmaxCLLoss, YesNoSFTLoss
-from training.rerank.prompt import DEFAULT_INSTRUCTION, YesNoPrompt
-from training.rerank.train_data import RerankGroup
+from densekit.rerankers.llm import META_FILE, resolve_base, yes_no_logits
+from densekit.rerankers.prompt import DEFAULT_INSTRUCTION, YesNoPrompt
+from densekit.training.rerank.config import RerankerRunConfig
+from densekit.training.rerank.losses import SERVE_SCORE, GroupSoftmaxCLLoss, YesNoSFTLoss
+from densekit.training.rerank.train_data import RerankGroup
 
 
 def make_loss(cfg: RerankerRunConfig):
@@ -32,7 +33,9 @@ def make_loss(cfg: RerankerRunConfig):
     return GroupSoftmaxCLLoss(cfg.train.temperature)
 
 
-def train_llm_reranker(cfg: RerankerRunConfig, groups: list[RerankGroup], model_dir: Path, log: Callable[[str], None] = print, progress: bool = True) -> list[dict]:
+def train_llm_reranker(
+    cfg: RerankerRunConfig, groups: list[RerankGroup], model_dir: Path, log: Callable[[str], None] = print, progress: bool = True
+) -> list[dict]:
     """Train and save to `model_dir`; returns the log history (one dict per logged step)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
@@ -50,11 +53,22 @@ def train_llm_reranker(cfg: RerankerRunConfig, groups: list[RerankGroup], model_
     if cfg.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=list(cfg.lora.target_modules)))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                task_type="CAUSAL_LM",
+                r=cfg.lora.r,
+                lora_alpha=cfg.lora.alpha,
+                lora_dropout=cfg.lora.dropout,
+                target_modules=list(cfg.lora.target_modules),
+            ),
+        )
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     n_train = sum(p.numel() for p in params)
-    log(f"trainable parameters: {n_train:,} ({'LoRA r=%d' % cfg.lora.r if cfg.lora.enabled else 'full fine-tuning'}); objective {cfg.objective}; {len(groups)} training queries")
+    log(
+        f"trainable parameters: {n_train:,} ({f'LoRA r={cfg.lora.r}' if cfg.lora.enabled else 'full fine-tuning'}); objective {cfg.objective}; {len(groups)} training queries"
+    )
     opt = torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
     steps = cfg.train.max_steps
     sched = get_linear_schedule_with_warmup(opt, math.ceil(cfg.train.warmup_ratio * steps), steps)
@@ -100,7 +114,13 @@ def train_llm_reranker(cfg: RerankerRunConfig, groups: list[RerankGroup], model_
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}")
         if step % cfg.train.logging_steps == 0 or step == steps:
-            rec = {"step": step, "loss": sum(running) / len(running), "learning_rate": sched.get_last_lr()[0], "epoch": epoch_of_step, "elapsed_s": round(time.perf_counter() - t0, 2)}
+            rec = {
+                "step": step,
+                "loss": sum(running) / len(running),
+                "learning_rate": sched.get_last_lr()[0],
+                "epoch": epoch_of_step,
+                "elapsed_s": round(time.perf_counter() - t0, 2),
+            }
             history.append(rec)
             running = []
             log(json.dumps(rec))

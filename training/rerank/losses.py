@@ -11,6 +11,7 @@ stronger one: SFT keeps pushing every negative whose p_yes is high, independentl
 other documents, while CL's weight on a negative is its share of the group softmax, which
 vanishes once the positive dominates the group.
 """
+
 from __future__ import annotations
 
 import torch

@@ -5,29 +5,31 @@ another objective can reuse the same negatives), train.log, training_log.jsonl,
 loss_curve.png, model/ (what `load_reranker` reads), eval_before/ and eval_after/
 (both stages' metrics, reranked run), and summary.json.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from densekit.atomic import write_json_atomic
 from densekit.errors import ConfigError
-from training.rerank.config import RerankerRunConfig
+from densekit.training.rerank.config import RerankerRunConfig
 
 
 def _eval_first_stage(cfg: RerankerRunConfig, ds, progress: bool):
     """The run to rerank: the configured TREC file, else dense retrieval with the retriever."""
     if cfg.eval.run:
-        from eval.trec import read_run
+        from densekit.eval.trec import read_run
 
         return read_run(cfg.eval.run)
     from densekit.encoder import Encoder
+    from densekit.eval.evaluate import retrieve
+    from densekit.index.dense_index import build_from_corpus
     from densekit.models import resolve_encoder_name
-    from eval.evaluate import retrieve
-    from index.dense_index import build_from_corpus
 
     enc = Encoder(resolve_encoder_name(cfg.negatives.retriever), device=cfg.train.device)
     idx = build_from_corpus(enc, ds.corpus, progress=progress)
@@ -37,7 +39,7 @@ def _eval_first_stage(cfg: RerankerRunConfig, ds, progress: bool):
 
 def check_paths(cfg: RerankerRunConfig, resolve_data: Callable[[str], Path]) -> None:
     """Fail before any work when a path the config names does not exist."""
-    for name in ([cfg.data.beir] if cfg.data.beir else []):
+    for name in [cfg.data.beir] if cfg.data.beir else []:
         try:
             resolve_data(name)
         except Exception as exc:
@@ -59,18 +61,22 @@ def check_paths(cfg: RerankerRunConfig, resolve_data: Callable[[str], Path]) -> 
 
 
 def run_eval(cfg: RerankerRunConfig, reranker, ds, first_stage, out: Path, progress: bool) -> dict[str, Any]:
-    from eval.rerank import evaluate_rerank, headline, write_rerank_report
+    from densekit.eval.rerank import evaluate_rerank, headline, write_rerank_report
 
-    outcome = evaluate_rerank(reranker, ds, first_stage, top_n=cfg.eval.top_n, max_queries=cfg.eval.max_queries, batch_size=cfg.eval.batch_size, progress=progress)
+    outcome = evaluate_rerank(
+        reranker, ds, first_stage, top_n=cfg.eval.top_n, max_queries=cfg.eval.max_queries, batch_size=cfg.eval.batch_size, progress=progress
+    )
     write_rerank_report(out, outcome)
     return {"first_stage": headline(outcome.first_stage), "reranked": headline(outcome.reranked), **outcome.info}
 
 
-def train_reranker(cfg: RerankerRunConfig, resolve_data: Callable[[str], Path], log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
-    from training.curves import plot_loss_curve, write_training_log
-    from training.rerank.base import load_reranker
-    from training.run_config import write_resolved_config
-    from training.rerank.train_data import load_groups
+def train_reranker(
+    cfg: RerankerRunConfig, resolve_data: Callable[[str], Path], log: Callable[[str], None] = print, progress: bool = True
+) -> dict[str, Any]:
+    from densekit.rerankers import load_reranker
+    from densekit.training.curves import plot_loss_curve, write_training_log
+    from densekit.training.rerank.train_data import load_groups
+    from densekit.training.run_config import write_resolved_config
 
     check_paths(cfg, resolve_data)
     out = Path(cfg.output_dir)
@@ -99,7 +105,9 @@ def train_reranker(cfg: RerankerRunConfig, resolve_data: Callable[[str], Path], 
         ds = load_beir(resolve_data(cfg.eval.beir), cfg.eval.split)
         first = _eval_first_stage(cfg, ds, progress)
         if cfg.eval.before:
-            base = load_reranker(cfg.base_model(), kind=cfg.kind, device=cfg.train.device, dtype=cfg.eval.dtype, max_length=cfg.train.max_length)
+            base = load_reranker(
+                cfg.base_model(), kind=cfg.kind, device=cfg.train.device, dtype=cfg.eval.dtype, max_length=cfg.train.max_length
+            )
             summary["eval_before"] = run_eval(cfg, base, ds, first, out / "eval_before", progress)
             _log("eval before: " + json.dumps(summary["eval_before"]))
             del base
@@ -107,11 +115,11 @@ def train_reranker(cfg: RerankerRunConfig, resolve_data: Callable[[str], Path], 
     model_dir = out / "model"
     t1 = time.perf_counter()
     if cfg.kind == "llm":
-        from training.rerank.llm_trainer import train_llm_reranker
+        from densekit.training.rerank.llm_trainer import train_llm_reranker
 
         history = train_llm_reranker(cfg, groups, model_dir, log=_log, progress=progress)
     else:
-        from training.rerank.cross_trainer import train_cross_encoder
+        from densekit.training.rerank.cross_trainer import train_cross_encoder
 
         history = train_cross_encoder(cfg, groups, model_dir, log=_log, progress=progress)
     summary["train_s"] = round(time.perf_counter() - t1, 2)

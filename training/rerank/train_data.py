@@ -5,6 +5,7 @@ query minus every judged positive (drawn at random, seeded), mixed with random c
 documents. The mined groups are written as pairs JSONL ({query, pos, neg, qid, pos_ids,
 neg_ids}) next to the run, so the SFT and CL runs can share exactly the same negatives.
 """
+
 from __future__ import annotations
 
 import random
@@ -14,7 +15,7 @@ from pathlib import Path
 from densekit.data import load_beir
 from densekit.data.beir import document_text
 from densekit.data.pairs import load_pairs
-from training.rerank.config import RerankerRunConfig
+from densekit.training.rerank.config import RerankerRunConfig
 
 
 @dataclass
@@ -38,8 +39,8 @@ def mine_groups(cfg: RerankerRunConfig, data_folder: Path, progress: bool = True
     """Groups from the BEIR training split, negatives mined with the dense retriever."""
     from densekit.encoder import Encoder
     from densekit.models import resolve_encoder_name
-    from training.mining import MiningParams, mine_hard_negatives
-    from training.pairs_data import pairs_from_beir
+    from densekit.training.mining import MiningParams, mine_hard_negatives
+    from densekit.training.pairs_data import pairs_from_beir
 
     ds = load_beir(data_folder, cfg.data.beir_split)
     pairs = pairs_from_beir(ds, min_grade=cfg.data.min_grade, max_queries=cfg.data.max_queries, seed=cfg.seed)
@@ -72,7 +73,7 @@ def groups_from_pairs(pairs) -> list[RerankGroup]:
 
 def load_groups(cfg: RerankerRunConfig, out_dir: Path, resolve_data, progress: bool = True) -> tuple[list[RerankGroup], Path | None]:
     """All training groups of a run; mined ones are saved to `out_dir/mined.jsonl`."""
-    from training.mining import read_mined, write_mined
+    from densekit.training.mining import read_mined, write_mined
 
     pairs = []
     mined_path = None

@@ -7,6 +7,7 @@ after the document (question and assistant turn) is never cut, because the score
 the very last position. Training and inference share this code, so a trained model sees
 exactly the prompt it was trained on.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,7 +31,14 @@ class PromptParts:
 
 
 class YesNoPrompt:
-    def __init__(self, tokenizer, instruction: str = DEFAULT_INSTRUCTION, max_length: int = 512, max_query_tokens: int = 128, use_chat_template: bool = True):
+    def __init__(
+        self,
+        tokenizer,
+        instruction: str = DEFAULT_INSTRUCTION,
+        max_length: int = 512,
+        max_query_tokens: int = 128,
+        use_chat_template: bool = True,
+    ):
         self.tokenizer = tokenizer
         self.instruction = instruction
         self.max_length = int(max_length)
@@ -38,7 +46,9 @@ class YesNoPrompt:
         self.parts = self._parts(use_chat_template and bool(getattr(tokenizer, "chat_template", None)))
         fixed = len(self.parts.head) + len(self.parts.mid) + len(self.parts.tail)
         if fixed + 8 > self.max_length:
-            raise ConfigError("max_length", f"{self.max_length} leaves no room for query and document (the fixed prompt alone is {fixed} tokens)")
+            raise ConfigError(
+                "max_length", f"{self.max_length} leaves no room for query and document (the fixed prompt alone is {fixed} tokens)"
+            )
         self.yes_id = self._single_token("yes")
         self.no_id = self._single_token("no")
 

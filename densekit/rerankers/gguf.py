@@ -4,6 +4,7 @@ transformers can read GGUF files (`from_pretrained(folder, gguf_file=name)`), bu
 dequantises every tensor on each load, which takes a while; saving the result once with
 `save_pretrained` makes every later load an ordinary, fast safetensors load.
 """
+
 from __future__ import annotations
 
 import hashlib

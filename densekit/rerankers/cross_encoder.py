@@ -4,6 +4,7 @@ Any hub or local sequence-classification model with one output (e.g. the ms-marc
 cross-encoders, or one densekit trained with `cross_trainer.py`) works. Scores are
 sigmoid(logit) in [0, 1], what sentence-transformers' CrossEncoder serves for one label.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,7 +25,9 @@ class CrossEncoderReranker:
         self.max_length = int(model.max_seq_length or DEFAULT_MAX_LENGTH)
 
     @classmethod
-    def load(cls, name_or_path: str, device: str | None = "auto", dtype: str | None = "auto", max_length: int | None = None) -> "CrossEncoderReranker":
+    def load(
+        cls, name_or_path: str, device: str | None = "auto", dtype: str | None = "auto", max_length: int | None = None
+    ) -> CrossEncoderReranker:
         import torch
         from sentence_transformers import CrossEncoder
 

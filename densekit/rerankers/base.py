@@ -1,4 +1,4 @@
-"""The reranker interface shared by the service, eval and training, and `load_reranker`.
+"""The reranker interface shared by the service, eval and training, and how to tell a model's kind.
 
 A reranker scores (query, document) pairs; higher means more relevant. Two kinds:
 
@@ -7,22 +7,21 @@ A reranker scores (query, document) pairs; higher means more relevant. Two kinds
 - **llm** (`llm.py`): a causal LM reads instruction + query + document and answers "yes" or
   "no"; the score is sigmoid(z_yes - z_no) from the next-token logits at the last position.
 
-`load_reranker` picks the kind from the model itself (its config's architecture), so a
+`loading.load_reranker` picks the kind from the model itself (its config's architecture), so a
 user can pass any hub name or local folder, a `.gguf` file, or "smollm2" for the packaged
 SmolLM2-135M-Instruct.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from densekit.errors import ConfigError, ModelLoadError
+from densekit.errors import ModelLoadError
+from densekit.models import SMOLLM2_NAMES
 
 KINDS = ("auto", "cross-encoder", "llm")
-
-# Names that mean "the packaged SmolLM2-135M-Instruct GGUF" (offline default LLM reranker).
-SMOLLM2_NAMES = {"smollm2", "smollm2-135m", "smollm2-135m-instruct", "huggingfacetb/smollm2-135m-instruct"}
 
 
 @runtime_checkable
@@ -56,8 +55,7 @@ def kind_from_config(config: dict, where: str) -> str:
     if any(a.endswith("ForSequenceClassification") for a in archs):
         return "cross-encoder"
     raise ModelLoadError(
-        f"cannot tell the reranker kind of {where}: architectures={archs or 'missing'}; "
-        "pass kind='llm' or kind='cross-encoder'"
+        f"cannot tell the reranker kind of {where}: architectures={archs or 'missing'}; pass kind='llm' or kind='cross-encoder'"
     )
 
 
@@ -99,34 +97,3 @@ def detect_kind(name_or_path: str) -> str:
     except Exception as exc:  # offline hub / unknown name: say which model failed and why
         raise ModelLoadError(f"cannot load reranker config for '{name_or_path}': {exc}") from None
     return kind_from_config(cfg.to_dict(), name_or_path)
-
-
-def load_reranker(
-    name_or_path: str,
-    kind: str = "auto",
-    device: str | None = "auto",
-    dtype: str | None = "auto",
-    max_length: int | None = None,
-) -> Reranker:
-    """Load a reranker by hub name, local folder, `.gguf` file, or 'smollm2'.
-
-    kind: 'auto' (from the model's config: causal LM -> llm, sequence classification ->
-    cross-encoder), 'cross-encoder' or 'llm'. Raises ConfigError for a bad argument and
-    ModelLoadError when the model cannot be found or loaded.
-    """
-    if not name_or_path or not str(name_or_path).strip():
-        raise ConfigError("reranker", "empty model name")
-    if kind not in KINDS:
-        raise ConfigError("reranker_kind", f"unknown kind '{kind}' (use {', '.join(KINDS)})")
-    if max_length is not None and max_length < 16:
-        raise ConfigError("max_length", f"must be at least 16, got {max_length}")
-    name_or_path = str(name_or_path)
-    if kind == "auto":
-        kind = detect_kind(name_or_path)
-    if kind == "llm":
-        from training.rerank.llm import LLMReranker
-
-        return LLMReranker.load(name_or_path, device=device, dtype=dtype, max_length=max_length)
-    from training.rerank.cross_encoder import CrossEncoderReranker
-
-    return CrossEncoderReranker.load(name_or_path, device=device, dtype=dtype, max_length=max_length)

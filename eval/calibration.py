@@ -42,15 +42,14 @@ class Calibration:
 def threshold_for_precision(pos: np.ndarray, neg: np.ndarray, target: float = 0.9) -> Calibration:
     pos = np.asarray(pos, dtype=np.float64)
     neg = np.asarray(neg, dtype=np.float64)
-    base = dict(
-        target_precision=target,
-        n_pos=len(pos),
-        n_neg=len(neg),
-        pos_mean=float(pos.mean()) if len(pos) else math.nan,
-        neg_mean=float(neg.mean()) if len(neg) else math.nan,
-    )
+    pos_mean = float(pos.mean()) if len(pos) else math.nan
+    neg_mean = float(neg.mean()) if len(neg) else math.nan
+
+    def calibration(threshold=None, precision=None, recall=None, negatives_kept=None) -> Calibration:
+        return Calibration(target, threshold, precision, recall, negatives_kept, len(pos), len(neg), pos_mean, neg_mean)
+
     if len(pos) == 0:
-        return Calibration(threshold=None, precision=None, recall=None, negatives_kept=None, **base)
+        return calibration()
     # Candidate cuts are the distinct scores; counting ">= t" with sorted arrays is O(n log n).
     cuts = np.unique(np.concatenate([pos, neg]))[::-1]  # descending: precision is read as t falls
     pos_sorted = np.sort(pos)
@@ -60,15 +59,9 @@ def threshold_for_precision(pos: np.ndarray, neg: np.ndarray, target: float = 0.
     precision = tp / np.maximum(tp + fp, 1)
     ok = np.nonzero((precision >= target) & (tp > 0))[0]
     if len(ok) == 0:
-        return Calibration(threshold=None, precision=None, recall=None, negatives_kept=None, **base)
+        return calibration()
     i = ok[-1]  # the lowest qualifying cut keeps the most relevant documents
-    return Calibration(
-        threshold=float(cuts[i]),
-        precision=float(precision[i]),
-        recall=float(tp[i] / len(pos)),
-        negatives_kept=float(fp[i] / len(neg)) if len(neg) else 0.0,
-        **base,
-    )
+    return calibration(float(cuts[i]), float(precision[i]), float(tp[i] / len(pos)), float(fp[i] / len(neg)) if len(neg) else 0.0)
 
 
 def top_k_pairs(qrels: dict[str, dict[str, int]], run: Run, depth: int = 1) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,12 @@ A run is given as any of:
   multi-dataset report (`OUT/runs/<dataset>/<config>`);
 - a per-query CSV (`qid` column plus one column per metric);
 - a TREC run file, scored against `qrels` (a qrels TSV or a BEIR folder and split).
+
+`compare_global_auc` adds the paired bootstrap of the global ROC-AUC difference
+(eval/significance.py); it reads the runs themselves (a TREC run file, or a report folder's
+run.trec) and the qrels. Positives are scored from the run files: a relevant document
+outside a run sits below that query's lowest retrieved score (eval/auc.py), negatives are
+each query's top `auc_negatives` retrieved non-relevant documents.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import math
 from pathlib import Path
 
 from densekit.errors import DataFormatError, DatasetNotFoundError, InvalidInputError
-from densekit.eval.significance import PairedTest, compare_paired
+from densekit.eval.significance import AucBootstrap, PairedTest, bootstrap_global_auc, compare_paired
 
 PerQuery = dict[str, dict[str, float]]
 
@@ -110,6 +116,46 @@ def compare_runs(a: PerQuery, b: PerQuery, metrics: list[str], n_permutations: i
             raise InvalidInputError(f"metric '{m}' not found in both runs; known: {', '.join(known)}")
         results.append(compare_paired(va, vb, m, n_permutations, seed))
     return results
+
+
+def run_file(source: str | Path) -> Path:
+    """The TREC run of a run given as a report folder or a run file."""
+    p = Path(source)
+    if p.is_dir():
+        if not (p / "run.trec").is_file():
+            raise DatasetNotFoundError(f"{p} has no run.trec (not a densekit eval report folder)")
+        return p / "run.trec"
+    if not p.is_file():
+        raise DatasetNotFoundError(f"run not found: {p}")
+    if p.suffix.lower() == ".csv":
+        raise InvalidInputError(f"{p} holds per-query values, not a run: the global AUC needs the run file or its report folder")
+    return p
+
+
+def compare_global_auc(
+    run_a: str | Path,
+    run_b: str | Path,
+    qrels: str | Path,
+    split: str = "test",
+    resamples: int = 1000,
+    seed: int = 0,
+    auc_negatives: int = 500,
+) -> AucBootstrap:
+    """Paired bootstrap over queries of the two runs' global ROC-AUC difference (B - A)."""
+    from densekit.eval.auc import collect_pairs
+    from densekit.eval.trec import read_run
+
+    judged = load_qrels(qrels, split)
+    pairs = [collect_pairs(judged, read_run(run_file(r)), None, auc_negatives) for r in (run_a, run_b)]
+    return bootstrap_global_auc(pairs[0], pairs[1], resamples, seed)
+
+
+def markdown_auc_bootstrap(b: AucBootstrap) -> str:
+    return (
+        f"Global ROC-AUC, paired bootstrap over {b.n_queries} queries ({b.resamples} resamples, seed {b.seed}):\n\n"
+        "| A | B | B - A | 95% CI | P(B - A <= 0) |\n|---|---|---|---|---|\n"
+        f"| {b.auc_a:.4f} | {b.auc_b:.4f} | {b.diff:+.4f} | [{b.ci95_low:+.4f}, {b.ci95_high:+.4f}] | {b.p_diff_le_0:.3f} |\n"
+    )
 
 
 def _fmt(v, digits: int = 4) -> str:

@@ -100,8 +100,8 @@ def evaluate_encoder(encoder, dataset, top_k: int = 1000, ignore_identical_ids: 
     from densekit.index.dense_index import build_from_corpus
 
     t0 = time.perf_counter()
-    idx = build_from_corpus(encoder, dataset.corpus, progress=progress)
-    build_s = time.perf_counter() - t0
-    outcome = evaluate_index(idx, encoder, dataset, top_k=top_k, ignore_identical_ids=ignore_identical_ids)
+    with build_from_corpus(encoder, dataset.corpus, progress=progress) as idx:
+        build_s = time.perf_counter() - t0
+        outcome = evaluate_index(idx, encoder, dataset, top_k=top_k, ignore_identical_ids=ignore_identical_ids)
     outcome.timings = {"encode_corpus_and_build_s": build_s, **outcome.timings}
     return outcome

@@ -5,7 +5,7 @@ and run MTEB's retrieval evaluator on a local BEIR folder with no hub access.
     from densekit.encoder import Encoder
     from densekit.eval.mteb_adapter import DensekitMTEBEncoder, local_beir_task
 
-    model = DensekitMTEBEncoder(Encoder("sentence-transformers/all-MiniLM-L6-v2"))
+    model = DensekitMTEBEncoder(Encoder.from_settings())
     task = local_beir_task("/data/scifact", split="test")
     result = mteb.evaluate(model, task, cache=None)          # or any hub task where online
 
@@ -129,6 +129,8 @@ class DensekitMTEBSearch:
         from densekit.index.dense_index import build_from_corpus
 
         docs = {row["id"]: {"title": row.get("title") or "", "text": row.get("text") or ""} for row in corpus}
+        if self.index_ is not None:  # the previous task's index and its temporary document store
+            self.index_.close()
         self.index_ = build_from_corpus(
             self.encoder, docs, kind=self.kind, build_params=self.build_params, search_params=self.search_params, progress=self.progress
         )
@@ -213,6 +215,8 @@ def run_mteb_retrieval(encoder, folder: str | Path, split: str = "test", use_sea
     """MTEB's scores (ndcg_at_10, recall_at_100, ...) of a densekit encoder on a local BEIR
     folder. No result cache and no hub: the task evaluates in-process."""
     task = local_beir_task(folder, split)
-    model = DensekitMTEBSearch(encoder, progress=progress) if use_search else DensekitMTEBEncoder(encoder, progress=progress)
-    scores = task.evaluate(model, split, encode_kwargs={"batch_size": encoder.batch_size, "show_progress_bar": progress})
+    # Duck-typed to MTEB's EncoderProtocol / SearchProtocol, which the classes do not subclass.
+    model: Any = DensekitMTEBSearch(encoder, progress=progress) if use_search else DensekitMTEBEncoder(encoder, progress=progress)
+    encode_kwargs: Any = {"batch_size": encoder.batch_size, "show_progress_bar": progress}  # MTEB fills in the rest
+    scores = task.evaluate(model, split, encode_kwargs=encode_kwargs)
     return dict(scores["default"])

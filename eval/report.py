@@ -10,7 +10,13 @@ from typing import Any
 from densekit.atomic import write_json_atomic, write_text_atomic
 from densekit.eval.trec import Run, write_run
 
+# The metrics every report, table and console summary leads with (the one list of them).
 HEADLINE = ("ndcg@10", "ndcg@100", "recall@10", "recall@100", "mrr@10", "map@100", "auc_global", "auc_per_query")
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The HEADLINE metrics `metrics` has, in HEADLINE's order."""
+    return {k: metrics[k] for k in HEADLINE if k in metrics}
 
 
 def write_report(

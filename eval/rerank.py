@@ -1,14 +1,25 @@
-"""Two-stage evaluation: rerank a first-stage run's top-n and score both stages alike.
+"""Two-stage evaluation: the one reranking protocol of densekit.
 
-`rerank_run` rescores each query's top-n first-stage hits with a `Reranker` and returns a
-run holding those n documents with the reranker's scores. `evaluate_rerank` scores the
-first stage and the reranked stage on the *same* candidates (each query's top-n), so every
-difference comes from the order the reranker gives them: nDCG@10 and MRR@10 as trec_eval
-defines them (relevant documents the first stage missed still count in the ideal DCG),
-and ROC-AUC with the query's relevant documents among its top-n as positives and its other
-top-n documents as negatives (a missed relevant document cannot be reranked, so both
-stages leave it out of the AUC; queries with no relevant document in their top-n have no
-AUC).
+Every reranked number densekit reports follows this definition: `densekit eval --rerank`,
+a suite configuration with a `reranker` (in-process, or an endpoint whose server reranks),
+the reranker benchmarks and the evaluation after reranker training.
+
+- **Queries**: the judged queries (at least one relevant document) the first stage answered.
+- **Candidates**: each such query's first-stage top-n (n = `rerank_top_n`), in trec_eval's
+  order (with BEIR's ignore_identical_ids, a document whose id is the query's is dropped
+  before the cut).
+- **Both stages are scored on the same candidates**: the first stage is the candidates
+  ordered by their first-stage scores, the reranked stage the same candidates ordered by
+  the reranker's scores, so every difference comes from the order the reranker gives.
+- **nDCG@k, MRR@k, MAP@k, Recall@k**: trec_eval's, with the full qrels: a relevant document
+  the first stage missed still counts in the ideal DCG and in the recall denominator
+  (reranking cannot bring it back, and the numbers say so).
+- **ROC-AUC** (eval/auc.py): positives are the judged-relevant candidates, negatives the
+  other candidates. A relevant document the first stage missed has no reranker score, so
+  neither stage counts it. A query with no relevant candidate has no AUC: it has no
+  per-query value and adds no pair to the global AUC.
+- **RRF** (`fused_outcome`): the same candidates ordered by the reciprocal rank fusion of
+  both stages' rankings, scored the same way.
 """
 
 from __future__ import annotations
@@ -16,22 +27,48 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from densekit.data.beir import BeirDataset, document_text
+from densekit.eval.auc import AucPairs, collect_pairs
+from densekit.eval.report import HEADLINE, headline, per_query_csv
 from densekit.fusion import RRF_K, fuse_rrf
-from densekit.runs import Run, trec_order
+from densekit.runs import Run, trec_order, truncate_run
+
+__all__ = [
+    "HEADLINE",
+    "RerankOutcome",
+    "candidate_qrels",
+    "candidates",
+    "evaluate_rerank",
+    "fuse_rrf",
+    "fused_outcome",
+    "headline",
+    "rerank_run",
+    "reranked_pairs",
+    "score_stages",
+    "select_queries",
+    "two_stage_outcome",
+    "write_rerank_report",
+]
+
+Qrels = dict[str, dict[str, int]]
+PerQuery = dict[str, dict[str, float]]
 
 
 @dataclass
 class RerankOutcome:
+    """Both stages of one two-stage evaluation, scored on the same candidates."""
+
     first_stage: dict[str, float]
     reranked: dict[str, float]
-    per_query_first: dict[str, dict[str, float]]
-    per_query_reranked: dict[str, dict[str, float]]
-    run_first: Run
-    run_reranked: Run
+    per_query_first: PerQuery
+    per_query_reranked: PerQuery
+    run_first: Run  # the candidates with their first-stage scores
+    run_reranked: Run  # the same candidates with the second stage's scores
     info: dict[str, Any] = field(default_factory=dict)
+    qrels: Qrels = field(default_factory=dict)  # the evaluated queries' full judgements
 
 
 def _texts(dataset: BeirDataset | Mapping[str, str], doc_ids) -> dict[str, str]:
@@ -86,20 +123,24 @@ def select_queries(dataset: BeirDataset, run: Run, max_queries: int | None) -> l
     return qids[:max_queries] if max_queries else qids
 
 
-def candidates(dataset: BeirDataset, run: Run, top_n: int, max_queries: int | None = None) -> tuple[Run, dict[str, dict[str, int]]]:
-    """The two-stage protocol's inputs: the selected queries' first-stage top-n and their qrels."""
-    from densekit.eval.trec import truncate_run
-
+def candidates(dataset: BeirDataset, run: Run, top_n: int, max_queries: int | None = None) -> tuple[Run, Qrels]:
+    """The protocol's inputs: the selected queries' first-stage top-n and their full qrels."""
     qids = select_queries(dataset, run, max_queries)
     return truncate_run({q: run[q] for q in qids}, top_n), {q: dataset.qrels[q] for q in qids}
 
 
-def score_stages(qrels: dict[str, dict[str, int]], first: Run, reranked: Run, top_n: int):
-    """(metrics, per_query) of each stage over the same candidates (see the module doc)."""
+def candidate_qrels(qrels: Qrels, first: Run) -> Qrels:
+    """The judgements of the candidates only: the AUC's positives (see the module doc)."""
+    pool = {q: set(docs) for q, docs in first.items()}
+    return {q: {d: g for d, g in judged.items() if d in pool.get(q, ())} for q, judged in qrels.items()}
+
+
+def score_stages(qrels: Qrels, first: Run, reranked: Run, top_n: int) -> tuple[tuple[dict, PerQuery], tuple[dict, PerQuery]]:
+    """((metrics, per_query) of the first stage, (metrics, per_query) of the reranked stage),
+    both over the candidates `first` holds (see the module doc)."""
     from densekit.eval.evaluate import score_run
 
-    candidates = {q: set(docs) for q, docs in first.items()}
-    auc_qrels = {q: {d: g for d, g in judged.items() if d in candidates.get(q, ())} for q, judged in qrels.items()}
+    auc_qrels = candidate_qrels(qrels, first)
     out = []
     for run in (first, reranked):
         metrics, per_query = score_run(qrels, run, auc_negatives=top_n)
@@ -113,6 +154,19 @@ def score_stages(qrels: dict[str, dict[str, int]], first: Run, reranked: Run, to
     return out[0], out[1]
 
 
+def two_stage_outcome(qrels: Qrels, first: Run, reranked: Run, top_n: int, info: dict[str, Any] | None = None) -> RerankOutcome:
+    """Score a first stage's candidates and their second-stage order (from any reranker,
+    in-process or a server's) under the protocol."""
+    (m_first, pq_first), (m_rr, pq_rr) = score_stages(qrels, first, reranked, top_n)
+    info = {
+        "top_n": top_n,
+        "queries": len(first),
+        "pairs": sum(len(v) for v in reranked.values()),
+        **(info or {}),
+    }
+    return RerankOutcome(m_first, m_rr, pq_first, pq_rr, first, reranked, info, qrels)
+
+
 def evaluate_rerank(
     reranker,
     dataset: BeirDataset,
@@ -122,47 +176,38 @@ def evaluate_rerank(
     batch_size: int | None = None,
     progress: bool = True,
 ) -> RerankOutcome:
-    """Rerank `first_stage` and score both stages on the same top-n candidates."""
+    """Rerank `first_stage`'s candidates in-process and score both stages on them."""
     first, qrels = candidates(dataset, first_stage, top_n, max_queries)
     t0 = time.perf_counter()
     reranked = rerank_run(reranker, dataset, first, top_n, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - t0
     pairs = sum(len(v) for v in reranked.values())
-    (m_first, pq_first), (m_rr, pq_rr) = score_stages(qrels, first, reranked, top_n)
     info = {
         "reranker": getattr(reranker, "name", str(reranker)),
         "reranker_kind": getattr(reranker, "kind", None),
-        "top_n": top_n,
-        "queries": len(first),
-        "pairs": pairs,
         "rerank_s": round(seconds, 3),
         "pairs_per_s": round(pairs / seconds, 3) if seconds > 0 else None,
     }
-    return RerankOutcome(m_first, m_rr, pq_first, pq_rr, first, reranked, info)
+    return two_stage_outcome(qrels, first, reranked, top_n, info)
 
 
-def fused_outcome(outcome: RerankOutcome, qrels: dict[str, dict[str, int]], k: int = RRF_K) -> RerankOutcome:
+def fused_outcome(outcome: RerankOutcome, qrels: Qrels | None = None, k: int = RRF_K) -> RerankOutcome:
     """The same two-stage outcome with the second stage replaced by RRF(first, reranked)."""
-    top_n = outcome.info["top_n"]
+    qrels = outcome.qrels if qrels is None else qrels
     fused = fuse_rrf([outcome.run_first, outcome.run_reranked], k)
-    (m_first, pq_first), (m_fused, pq_fused) = score_stages(qrels, outcome.run_first, fused, top_n)
     info = {**outcome.info, "fusion": "rrf", "rrf_k": k}
-    return RerankOutcome(m_first, m_fused, pq_first, pq_fused, outcome.run_first, fused, info)
+    return two_stage_outcome(qrels, outcome.run_first, fused, outcome.info["top_n"], info)
 
 
-HEADLINE = ("ndcg@10", "mrr@10", "auc_global", "auc_per_query")
+def reranked_pairs(outcome: RerankOutcome) -> AucPairs:
+    """The second stage's AUC pairs (what its auc_global pools), for calibration and ROC plots."""
+    return collect_pairs(candidate_qrels(outcome.qrels, outcome.run_first), outcome.run_reranked, None, outcome.info["top_n"])
 
 
-def headline(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: metrics[k] for k in HEADLINE if k in metrics}
-
-
-def write_rerank_report(out_dir, outcome: RerankOutcome, extra: dict[str, Any] | None = None):
-    """rerank/metrics.json (both stages), run.trec (reranked), per_query.csv, report.md."""
-    from pathlib import Path
-
+def write_rerank_report(out_dir: str | Path, outcome: RerankOutcome, extra: dict[str, Any] | None = None) -> Path:
+    """metrics.json (both stages), run.trec (second stage), per_query.csv (second stage),
+    per_query_first_stage.csv, report.md."""
     from densekit.atomic import write_json_atomic, write_text_atomic
-    from densekit.eval.report import per_query_csv
     from densekit.eval.trec import write_run
 
     out = Path(out_dir)
@@ -171,6 +216,7 @@ def write_rerank_report(out_dir, outcome: RerankOutcome, extra: dict[str, Any] |
     write_json_atomic(out / "metrics.json", {"first_stage": outcome.first_stage, "reranked": outcome.reranked, "info": info})
     write_run(out / "run.trec", outcome.run_reranked, tag="densekit-rerank")
     write_text_atomic(out / "per_query.csv", per_query_csv(outcome.per_query_reranked))
+    write_text_atomic(out / "per_query_first_stage.csv", per_query_csv(outcome.per_query_first))
     lines = [
         f"# Reranking: {info.get('reranker')}",
         "",

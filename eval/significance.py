@@ -13,6 +13,11 @@ Two tests, the ones ranx offers for comparing IR systems:
 
 Effect size: the mean difference (B - A), its relative change, and Cohen's d_z (mean
 difference over the standard deviation of the differences), with the wins/ties/losses.
+
+The global ROC-AUC pools every query's pairs, so it has no per-query value to pair:
+`bootstrap_global_auc` resamples queries with replacement instead (a paired bootstrap: both
+runs are scored on the same resampled queries) and reports the difference of the two
+global AUCs with its 95% percentile interval and the share of resamples where B <= A.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 from scipy import stats
 
 from densekit.errors import InvalidInputError
+from densekit.eval.auc import AucPairs
 
 
 @dataclass
@@ -105,6 +111,7 @@ def compare_paired(
     p_t, t = paired_ttest(va, vb)
     sd = float(diff.std(ddof=1)) if n > 1 else 0.0
     mean_diff = float(diff.mean())
+    ci: tuple[float | None, float | None]
     if n > 1 and sd > 0:
         half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
         ci = (mean_diff - half, mean_diff + half)
@@ -131,4 +138,75 @@ def compare_paired(
         exact=exact,
         p_ttest=p_t,
         t_statistic=t,
+    )
+
+
+@dataclass
+class AucBootstrap:
+    n_queries: int
+    auc_a: float
+    auc_b: float
+    diff: float  # B - A
+    ci95_low: float
+    ci95_high: float
+    p_diff_le_0: float  # share of resamples where B - A <= 0
+    resamples: int
+    seed: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _PooledPairs:
+    """One run's AUC pairs laid out once so that the global AUC of any weighting of the
+    queries (a bootstrap resample: query -> how often it was drawn) costs a few bincounts."""
+
+    def __init__(self, pairs: AucPairs, qids: list[str]):
+        pos = [np.asarray(pairs.pos.get(q, []), dtype=np.float64) for q in qids]
+        neg = [np.asarray(pairs.neg.get(q, []), dtype=np.float64) for q in qids]
+        self.pos_q = np.repeat(np.arange(len(qids)), [len(p) for p in pos])
+        self.neg_q = np.repeat(np.arange(len(qids)), [len(n) for n in neg])
+        scores = np.concatenate([*pos, *neg]) if qids else np.zeros(0)
+        # Ties between a positive and a negative count 1/2, as in auc_score: group equal scores.
+        values, inverse = np.unique(scores, return_inverse=True)
+        self.n_values = len(values)
+        self.pos_v, self.neg_v = inverse[: len(self.pos_q)], inverse[len(self.pos_q) :]
+
+    def auc(self, weights: np.ndarray) -> float:
+        wp, wn = weights[self.pos_q], weights[self.neg_q]
+        n_pos, n_neg = wp.sum(), wn.sum()
+        if n_pos == 0 or n_neg == 0:
+            return math.nan
+        neg_at = np.bincount(self.neg_v, weights=wn, minlength=self.n_values)
+        below = np.cumsum(neg_at) - neg_at
+        return float(np.sum(wp * (below[self.pos_v] + 0.5 * neg_at[self.pos_v])) / (n_pos * n_neg))
+
+
+def bootstrap_global_auc(pairs_a: AucPairs, pairs_b: AucPairs, resamples: int = 1000, seed: int = 0) -> AucBootstrap:
+    """Paired bootstrap over queries of global AUC(B) - global AUC(A), on the queries both
+    runs have positives for (see the module doc)."""
+    qids = sorted(set(pairs_a.pos) & set(pairs_b.pos))
+    if not qids:
+        raise InvalidInputError("the two runs share no query with a relevant document")
+    if resamples < 1:
+        raise InvalidInputError(f"resamples must be at least 1, got {resamples}")
+    a, b = _PooledPairs(pairs_a, qids), _PooledPairs(pairs_b, qids)
+    ones = np.ones(len(qids))
+    auc_a, auc_b = a.auc(ones), b.auc(ones)
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(resamples)
+    for i in range(resamples):
+        w = np.bincount(rng.integers(0, len(qids), len(qids)), minlength=len(qids)).astype(np.float64)
+        diffs[i] = b.auc(w) - a.auc(w)
+    lo, hi = np.nanpercentile(diffs, [2.5, 97.5])
+    return AucBootstrap(
+        n_queries=len(qids),
+        auc_a=auc_a,
+        auc_b=auc_b,
+        diff=auc_b - auc_a,
+        ci95_low=float(lo),
+        ci95_high=float(hi),
+        p_diff_le_0=float(np.mean(diffs[~np.isnan(diffs)] <= 0)),
+        resamples=resamples,
+        seed=seed,
     )

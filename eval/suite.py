@@ -1,6 +1,11 @@
-"""Run every configuration on every dataset and write one report.
+"""Run every configuration on every dataset: the one evaluation path of `densekit eval`.
 
-Layout of the report folder:
+`evaluate_datasets` evaluates each configuration on each dataset (a cell) and hands every
+cell to a writer; `run_suite` writes the multi-dataset report, eval/request.py the single
+report of one dataset. A configuration with a reranker is scored under eval/rerank.py's
+two-stage protocol, in-process and over HTTP alike.
+
+Layout of the multi-dataset report folder:
 
     suite.json            every number: per dataset x configuration metrics, first-stage
                           metrics when reranked, calibration, timings, averages, paired tests
@@ -8,46 +13,42 @@ Layout of the report folder:
     per_query.csv         dataset, config, qid, then one column per metric
     config.yaml           the resolved configuration
     plots/                roc_<dataset>.png, recall_<dataset>.png, calibration_<dataset>_<config>.png
-    runs/<dataset>/<config>/   run.trec, metrics.json, per_query.csv, report.md (one `densekit eval` report each)
+    runs/<dataset>/<config>/   run.trec, metrics.json, per_query.csv, report.md (one `densekit eval` report
+                          each; a reranked configuration adds per_query_first_stage.csv)
 
-First stages are shared: two configurations with the same model (one with a reranker) on
-the same dataset retrieve once.
+First stages are shared: two configurations with the same first stage (one with a reranker)
+on the same dataset retrieve once.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from densekit.data.folders import resolve_dataset_folder
 from densekit.errors import ConfigError, DatasetNotFoundError, ModelLoadError
 from densekit.eval.auc import collect_pairs
 from densekit.eval.calibration import threshold_for_precision, top_k_pairs
-from densekit.eval.cell import CellResult, calibration_dict, safe_name
+from densekit.eval.cell import CellResult, run_info, safe_name
 from densekit.eval.curves import pooled_scores, recall_curve, roc_points
 from densekit.eval.evaluate import exact_positive_scores, retrieve, score_run
 from densekit.eval.metrics import drop_identical_ids
-from densekit.eval.report import write_report
+from densekit.eval.report import per_query_csv, write_report
+from densekit.eval.rerank import RerankOutcome, candidates, evaluate_rerank, fused_outcome, reranked_pairs, two_stage_outcome
 from densekit.eval.suite_config import DatasetSpec, RunConfig, SuiteConfig
 from densekit.eval.trec import Run
 
 log = logging.getLogger(__name__)
 
-
-def resolve_dataset_folder(name: str, data_dir: Path) -> Path:
-    p = Path(name).expanduser()
-    if p.is_dir():
-        return p
-    if (data_dir / name).is_dir():
-        return data_dir / name
-    raise DatasetNotFoundError(f"dataset '{name}' not found: not a folder, and not under DENSEKIT_DATA_DIR={data_dir}")
+__all__ = ["DatasetRun", "SuiteResult", "evaluate_cell", "evaluate_datasets", "resolve_dataset_folder", "run_suite", "validate_suite"]
 
 
 class _Resources:
-    """Models and indexes loaded once per suite (an encoder serves every dataset)."""
+    """Models and first stages loaded once per evaluation (an encoder serves every dataset)."""
 
     def __init__(self, settings, device: str | None, progress: bool):
         self.settings = settings
@@ -82,88 +83,139 @@ def _in_process_first_stage(res: _Resources, ds, cfg: RunConfig, top_k: int, lab
 
     timings: dict[str, float] = {}
     index_dir = cfg.resolve("index", label)
+    t0 = time.perf_counter()
     if index_dir is not None:
-        t0 = time.perf_counter()
         idx = load_index(index_dir)
         timings["load_index_s"] = time.perf_counter() - t0
-        enc = res.encoder(cfg.model or idx.manifest.encoder.path or idx.manifest.encoder.name)
-        if enc.dim != idx.dim:
-            from densekit.errors import IndexMismatchError
-
-            raise IndexMismatchError(f"model dim {enc.dim} != index dim {idx.dim} ({index_dir})")
     else:
         enc = res.encoder(cfg.model or res.settings.model)
-        t0 = time.perf_counter()
         idx = build_from_corpus(enc, ds.corpus, progress=res.progress)
         timings["encode_corpus_and_build_s"] = time.perf_counter() - t0
-    # Searched from a GPU copy when faiss has GPU support (settings.faiss_device), as `densekit eval` does.
-    idx.to_device(getattr(res.settings, "faiss_device", "auto"), enc.device)
-    run, qvecs, t = retrieve(idx, enc, ds.queries, top_k, cfg.search_params)
-    timings.update(t)
-    pos = exact_positive_scores(idx, list(ds.queries), qvecs, ds.qrels)
-    info = {"model": enc.name, "index": index_dir, "index_kind": idx.manifest.kind, "timings_s": timings}
+    with idx:  # closed once searched: an in-memory index's temporary document store goes with it
+        if index_dir is not None:
+            enc = res.encoder(cfg.model or idx.manifest.encoder.path or idx.manifest.encoder.name)
+            if enc.dim != idx.dim:
+                from densekit.errors import IndexMismatchError
+
+                raise IndexMismatchError(f"model dim {enc.dim} != index dim {idx.dim} ({index_dir})")
+        # Searched from a GPU copy when faiss has GPU support (settings.faiss_device).
+        idx.to_device(getattr(res.settings, "faiss_device", "auto"), enc.device)
+        run, qvecs, t = retrieve(idx, enc, ds.queries, top_k, cfg.search_params)
+        timings.update(t)
+        pos = exact_positive_scores(idx, list(ds.queries), qvecs, ds.qrels)
+        info = {"model": enc.name, "index": index_dir, "index_kind": idx.manifest.kind, "timings_s": timings}
     return run, pos, info
 
 
-def _endpoint_first_stage(
-    cfg: RunConfig, ds, top_k: int, label: str, rerank: bool, progress: bool, concurrency: int
-) -> tuple[Run, dict, dict]:
+def _endpoint_search(
+    cfg: RunConfig, queries: dict[str, str], top_k: int, label: str, rerank_top_n: int | None, progress: bool, concurrency: int
+) -> tuple[Run, dict, float]:
+    """(run, the server's /info, seconds) of `queries` sent to the configuration's server;
+    with `rerank_top_n` the server reranks its first `rerank_top_n` hits itself."""
     from densekit.eval.http_search import HttpSearcher
 
-    url = cfg.resolve("endpoint", label)
-    searcher = HttpSearcher(url, api_key=cfg.api_key, concurrency=concurrency)
-    if rerank:
-        # As in-process: the reranked run holds the reranked top_n (BEIR's convention).
-        top_k = min(top_k, cfg.rerank_top_n)
+    searcher = HttpSearcher(cfg.resolve("endpoint", label), api_key=cfg.api_key, concurrency=concurrency)
+    rerank = rerank_top_n is not None
     try:
         server = searcher.check(top_k, rerank)
         run, timings = searcher.retrieve(
-            ds.queries,
-            top_k,
-            rerank=rerank,
-            rerank_top_n=cfg.rerank_top_n if rerank else None,
-            search_params=cfg.search_params,
-            progress=progress,
+            queries, top_k, rerank=rerank, rerank_top_n=rerank_top_n, search_params=cfg.search_params, progress=progress
         )
     finally:
         searcher.close()
+    return run, server, timings["http_search_s"]
+
+
+def _endpoint_first_stage(cfg: RunConfig, ds, top_k: int, label: str, progress: bool, concurrency: int) -> tuple[Run, dict, dict]:
+    run, server, seconds = _endpoint_search(cfg, ds.queries, top_k, label, None, progress, concurrency)
     # Over HTTP only retrieved documents have scores: a relevant document outside the top_k
     # sits below the query's lowest score in the AUC (see eval/auc.py).
     info = {
-        "endpoint": url,
+        "endpoint": cfg.resolve("endpoint", label),
         "model": server.get("model"),
         "index_kind": (server.get("index") or {}).get("kind"),
-        "reranker": server.get("reranker") if rerank else None,
-        "timings_s": timings,
+        "timings_s": {"http_search_s": seconds},
     }
     return run, {}, info
 
 
-# ---- reranking ------------------------------------------------------------------------
+def _first_stage(res: _Resources, ds, label: str, cfg: RunConfig, suite: SuiteConfig, concurrency: int) -> tuple[Run, dict, dict]:
+    """The configuration's first stage on this dataset, retrieved once for every configuration sharing it."""
+    stage = cfg.first_stage()
+    key = (label, stage, cfg.model, cfg.resolve("index", label), cfg.resolve("endpoint", label), str(cfg.search_params), suite.top_k)
+    if key not in res.first_stage:
+        if stage == "endpoint":
+            res.first_stage[key] = _endpoint_first_stage(cfg, ds, suite.top_k, label, res.progress, concurrency)
+        else:
+            res.first_stage[key] = _in_process_first_stage(res, ds, cfg, suite.top_k, label)
+    return res.first_stage[key]
 
 
-def rerank_with_positives(reranker, ds, run: Run, top_n: int, progress: bool = True) -> tuple[Run, dict[str, dict[str, float]], float]:
-    """Rerank each query's first-stage top `top_n` with eval/rerank.py's `rerank_run` (the
-    reranked run holds those `top_n` only, BEIR's convention). Every judged-relevant
-    document outside the top_n is scored by the reranker too, so the AUC compares true
-    reranker scores of all relevant documents (as the dense stage uses exact scores).
-    Returns (reranked run, reranker scores of relevant documents, seconds)."""
-    from densekit.data.beir import document_text
-    from densekit.eval.rerank import rerank_run
+# ---- second stage ---------------------------------------------------------------------
 
-    t0 = time.perf_counter()
-    out = rerank_run(reranker, ds, run, top_n, progress=progress)
-    pos_scores: dict[str, dict[str, float]] = {}
-    for qid, query in ds.queries.items():
-        judged = [d for d, g in ds.qrels.get(qid, {}).items() if g > 0]
-        known = out.get(qid, {})
-        missing = [d for d in judged if d not in known and d in ds.corpus]
-        extra = reranker.score(query, [document_text(ds.corpus[d]) for d in missing]) if missing else []
-        pos_scores[qid] = {**{d: known[d] for d in judged if d in known}, **{d: float(s) for d, s in zip(missing, extra)}}
-    return out, pos_scores, time.perf_counter() - t0
+
+def _server_rerank(
+    res: _Resources, ds, label: str, cfg: RunConfig, suite: SuiteConfig, first_stage: Run, concurrency: int, ignore_identical_ids: bool
+) -> RerankOutcome:
+    """The protocol's candidates reranked by the endpoint's own reranker."""
+    first, qrels = candidates(ds, first_stage, cfg.rerank_top_n)
+    # The server reranks its own dense top-n, the first stage's candidates (one more when the
+    # query's own document, which the server does not drop, may be among them). Reranker
+    # scores are per document, so keeping the candidates' scores loses nothing.
+    n = min(cfg.rerank_top_n + (1 if ignore_identical_ids else 0), suite.top_k)
+    answered, server, seconds = _endpoint_search(cfg, {q: ds.queries[q] for q in first}, n, label, n, res.progress, concurrency)
+    reranked = {q: {d: s for d, s in answered.get(q, {}).items() if d in first[q]} for q in first}
+    other = sorted(q for q in first if set(reranked[q]) != set(first[q]))
+    if other:
+        log.warning("%s: the server's reranked hits miss first-stage candidates for %d queries (e.g. %s)", label, len(other), other[0])
+    pairs = sum(len(v) for v in reranked.values())
+    info = {
+        "reranker": server.get("reranker"),
+        "rerank_s": round(seconds, 3),
+        "pairs_per_s": round(pairs / seconds, 3) if seconds > 0 else None,
+    }
+    return two_stage_outcome(qrels, first, reranked, cfg.rerank_top_n, info)
+
+
+def _rerank(
+    res: _Resources, ds, label: str, cfg: RunConfig, suite: SuiteConfig, first_stage: Run, concurrency: int, ignore_identical_ids: bool
+) -> RerankOutcome:
+    """The two-stage outcome of a reranked configuration (eval/rerank.py's protocol)."""
+    if cfg.first_stage() == "endpoint":
+        return _server_rerank(res, ds, label, cfg, suite, first_stage, concurrency, ignore_identical_ids)
+    return evaluate_rerank(res.reranker(cfg.reranker), ds, first_stage, cfg.rerank_top_n, progress=res.progress)
 
 
 # ---- one cell -------------------------------------------------------------------------
+
+
+def _scored_cell(
+    label: str,
+    name: str,
+    suite: SuiteConfig,
+    qrels: dict[str, dict[str, int]],
+    metrics: dict[str, float],
+    per_query: dict[str, dict[str, float]],
+    run: Run,
+    pairs,
+    info: dict[str, Any],
+) -> CellResult:
+    """A cell with its calibration, Recall@k curve and ROC points."""
+    p, n = pooled_scores(pairs)
+    return CellResult(
+        label,
+        name,
+        metrics,
+        per_query,
+        run,
+        pairs,
+        threshold_for_precision(p, n, suite.precision_target),
+        info,
+        timings=info["timings_s"],
+        calibration_top=threshold_for_precision(*top_k_pairs(qrels, run, suite.calibration_depth), suite.precision_target),
+        recall_curve=recall_curve(qrels, run, suite.top_k),
+        roc=roc_points(p, n),
+    )
 
 
 def evaluate_cell(
@@ -176,47 +228,51 @@ def evaluate_cell(
     ignore_identical_ids: bool = False,
     endpoint_concurrency: int = 4,
 ) -> CellResult:
+    """One configuration on one dataset: its first stage scored as a run of `top_k` documents
+    (relevant documents outside it scored exactly when the index can), or with a reranker,
+    both stages scored on the same candidates (eval/rerank.py)."""
     t_start = time.perf_counter()
-    stage = cfg.first_stage()
-    server_rerank = stage == "endpoint" and cfg.reranker is not None
-    key = (label, stage, cfg.model, cfg.resolve("index", label), cfg.resolve("endpoint", label), str(cfg.search_params), suite.top_k)
-    if key not in res.first_stage:
-        if stage == "endpoint":
-            res.first_stage[key] = _endpoint_first_stage(cfg, ds, suite.top_k, label, False, res.progress, endpoint_concurrency)
-        else:
-            res.first_stage[key] = _in_process_first_stage(res, ds, cfg, suite.top_k, label)
-    run, pos, info = res.first_stage[key]
+    run, pos, info = _first_stage(res, ds, label, cfg, suite, endpoint_concurrency)
     info = {**info, "timings_s": dict(info["timings_s"])}
-    first_stage_metrics = None
-    if cfg.reranker is not None:
-        first_stage_metrics, _ = score_run(ds.qrels, run, pos, ignore_identical_ids=ignore_identical_ids, auc_negatives=suite.auc_negatives)
-        if server_rerank:
-            run, pos, rinfo = _endpoint_first_stage(cfg, ds, suite.top_k, label, True, res.progress, endpoint_concurrency)
-            info["reranker"] = rinfo.get("reranker")
-            info["timings_s"]["http_search_rerank_s"] = rinfo["timings_s"]["http_search_s"]
-        else:
-            rr = res.reranker(cfg.reranker)
-            run, pos, secs = rerank_with_positives(rr, ds, run, cfg.rerank_top_n, res.progress)
-            info["reranker"] = getattr(rr, "name", cfg.reranker)
-            info["timings_s"]["rerank_s"] = secs
-        info["rerank_top_n"] = cfg.rerank_top_n
-    t0 = time.perf_counter()
-    metrics, per_query = score_run(ds.qrels, run, pos, ignore_identical_ids=ignore_identical_ids, auc_negatives=suite.auc_negatives)
-    scored_run = drop_identical_ids(run) if ignore_identical_ids else run
-    pairs = collect_pairs(ds.qrels, scored_run, pos, suite.auc_negatives)
-    p, n = pooled_scores(pairs)
-    calib = threshold_for_precision(p, n, suite.precision_target)
-    calib_top = threshold_for_precision(*top_k_pairs(ds.qrels, scored_run, suite.calibration_depth), suite.precision_target)
-    curve = recall_curve(ds.qrels, scored_run, suite.top_k)
-    roc = roc_points(p, n)
+    if ignore_identical_ids:
+        run = drop_identical_ids(run)
+    if cfg.reranker is None:
+        t0 = time.perf_counter()
+        metrics, per_query = score_run(ds.qrels, run, pos, auc_negatives=suite.auc_negatives)
+        pairs = collect_pairs(ds.qrels, run, pos, suite.auc_negatives)
+        cell = _scored_cell(label, name, suite, ds.qrels, metrics, per_query, run, pairs, info)
+    else:
+        outcome = _rerank(res, ds, label, cfg, suite, run, endpoint_concurrency, ignore_identical_ids)
+        info.update(
+            reranker=outcome.info.get("reranker"),
+            rerank_top_n=cfg.rerank_top_n,
+            rerank_queries=outcome.info["queries"],
+            rerank_pairs=outcome.info["pairs"],
+            pairs_per_s=outcome.info.get("pairs_per_s"),
+        )
+        info["timings_s"]["http_search_rerank_s" if cfg.first_stage() == "endpoint" else "rerank_s"] = outcome.info["rerank_s"]
+        t0 = time.perf_counter()
+        r = outcome
+        cell = _scored_cell(label, name, suite, r.qrels, r.reranked, r.per_query_reranked, r.run_reranked, reranked_pairs(r), info)
+        cell.first_stage, cell.rerank, cell.fused = r.first_stage, r, fused_outcome(r)
     info["timings_s"]["metrics_s"] = time.perf_counter() - t0
     info["timings_s"]["total_s"] = time.perf_counter() - t_start
-    return CellResult(
-        label, name, metrics, per_query, run, pairs, calib, info, first_stage_metrics, info["timings_s"], calib_top, curve, roc
-    )
+    return cell
 
 
-# ---- the suite ------------------------------------------------------------------------
+# ---- every dataset --------------------------------------------------------------------
+
+
+@dataclass
+class DatasetRun:
+    """One dataset as the evaluation loaded it."""
+
+    label: str
+    spec: DatasetSpec
+    folder: Path
+    counts: dict[str, int]
+    qrels: dict[str, dict[str, int]]
+    load_s: float
 
 
 @dataclass
@@ -224,6 +280,7 @@ class SuiteResult:
     out: Path
     cells: dict[str, dict[str, CellResult]]  # dataset -> config -> result
     summary: dict[str, Any]
+    datasets: dict[str, DatasetRun] = field(default_factory=dict)
 
 
 def validate_suite(suite: SuiteConfig, settings) -> list[tuple[DatasetSpec, str, Path]]:
@@ -277,14 +334,23 @@ def validate_suite(suite: SuiteConfig, settings) -> list[tuple[DatasetSpec, str,
     return resolved
 
 
-def run_suite(
-    suite: SuiteConfig, out: str | Path, settings=None, device: str | None = None, progress: bool = True, endpoint_concurrency: int = 4
-) -> SuiteResult:
+CellWriter = Callable[[CellResult, DatasetRun], None]
+
+
+def evaluate_datasets(
+    suite: SuiteConfig,
+    settings=None,
+    device: str | None = None,
+    progress: bool = True,
+    endpoint_concurrency: int = 4,
+    on_cell: CellWriter | None = None,
+) -> tuple[dict[str, dict[str, CellResult]], dict[str, DatasetRun], float]:
+    """Every configuration on every dataset: (cells by dataset and configuration, the
+    datasets, seconds). `on_cell` gets each cell as soon as it is done (to write it)."""
     from densekit.data import load_beir
     from densekit.settings import Settings
 
     settings = settings or Settings()
-    out = Path(out)
     datasets = validate_suite(suite, settings)
     named = suite.named_configurations(settings.model)
     res = _Resources(settings, device, progress)
@@ -296,13 +362,12 @@ def run_suite(
             except (ModelLoadError, ConfigError) as exc:
                 raise ConfigError(f"configurations.{j}.reranker", str(exc)) from None
     cells: dict[str, dict[str, CellResult]] = {}
-    counts: dict[str, dict] = {}
-    qrels_of: dict[str, dict] = {}
+    loaded: dict[str, DatasetRun] = {}
     t_suite = time.perf_counter()
     for spec, label, folder in datasets:
+        t0 = time.perf_counter()
         ds = load_beir(folder, spec.split)
-        counts[label] = {"split": spec.split, "folder": str(folder), **ds.counts}
-        qrels_of[label] = ds.qrels
+        loaded[label] = DatasetRun(label, spec, folder, ds.counts, ds.qrels, time.perf_counter() - t0)
         cells[label] = {}
         for name, cfg in named:
             if cfg.first_stage() in ("index", "endpoint") and cfg.resolve(cfg.first_stage(), label) is None:
@@ -311,26 +376,41 @@ def run_suite(
             log.info("evaluating %s on %s", name, label)
             cell = evaluate_cell(res, ds, label, name, cfg, suite, spec.ignore_identical_ids, endpoint_concurrency)
             cells[label][name] = cell
-            _write_cell(out, cell, spec, suite)
+            if on_cell is not None:
+                on_cell(cell, loaded[label])
         # Free the corpus's first-stage results once its configurations are done.
         res.first_stage = {k: v for k, v in res.first_stage.items() if k[0] != label}
+    return cells, loaded, time.perf_counter() - t_suite
+
+
+def write_cell(out_dir: Path, cell: CellResult, dataset: DatasetRun, suite: SuiteConfig) -> Path:
+    """One run's report folder: run.trec, metrics.json, per_query.csv, report.md, and for a
+    reranked configuration per_query_first_stage.csv (the first stage on the same candidates)."""
+    info = run_info(cell, dataset.spec.split, suite.top_k, suite.calibration_depth, dataset.counts, {"load_data_s": dataset.load_s})
+    write_report(out_dir, cell.metrics, cell.per_query, cell.run, info)
+    if cell.rerank is not None:
+        from densekit.atomic import write_text_atomic
+
+        write_text_atomic(Path(out_dir) / "per_query_first_stage.csv", per_query_csv(cell.rerank.per_query_first))
+    return Path(out_dir)
+
+
+def run_suite(
+    suite: SuiteConfig, out: str | Path, settings=None, device: str | None = None, progress: bool = True, endpoint_concurrency: int = 4
+) -> SuiteResult:
+    """Evaluate the suite and write the multi-dataset report (see the module doc)."""
     from densekit.eval.suite_report import write_suite_report
+    from densekit.settings import Settings
 
-    summary = write_suite_report(out, suite, named, cells, counts, time.perf_counter() - t_suite, qrels_of)
-    return SuiteResult(out, cells, summary)
+    settings = settings or Settings()
+    out = Path(out)
 
+    def write(cell: CellResult, dataset: DatasetRun) -> None:
+        write_cell(out / "runs" / safe_name(cell.dataset) / safe_name(cell.config), cell, dataset, suite)
 
-def _write_cell(out: Path, cell: CellResult, spec: DatasetSpec, suite: SuiteConfig) -> None:
-    info = {
-        "dataset": cell.dataset,
-        "split": spec.split,
-        "config": cell.config,
-        **{k: v for k, v in cell.info.items() if k != "timings_s"},
-        "top_k": suite.top_k,
-        "timings_s": {k: round(v, 3) for k, v in cell.timings.items()},
-        "calibration": calibration_dict(cell, suite.calibration_depth),
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if cell.first_stage is not None:
-        info["stages"] = {"first_stage": cell.first_stage}
-    write_report(out / "runs" / safe_name(cell.dataset) / safe_name(cell.config), cell.metrics, cell.per_query, cell.run, info)
+    cells, loaded, total_s = evaluate_datasets(suite, settings, device, progress, endpoint_concurrency, on_cell=write)
+    counts = {label: {"split": d.spec.split, "folder": str(d.folder), **d.counts} for label, d in loaded.items()}
+    qrels_of = {label: d.qrels for label, d in loaded.items()}
+    named = suite.named_configurations(settings.model)
+    summary = write_suite_report(out, suite, named, cells, counts, total_s, qrels_of)
+    return SuiteResult(out, cells, summary, loaded)

@@ -9,7 +9,7 @@ is evaluated on every dataset. A configuration's first stage is one of:
 - `endpoint`: a running densekit server (`POST /search`), same forms as `index`.
 
 `reranker` (optional) reranks the first stage's top `rerank_top_n` (in-process with
-`training.rerank`, or the server's own reranker for an endpoint).
+`densekit.rerankers`, or the server's own reranker for an endpoint).
 
 Example:
 
@@ -113,7 +113,8 @@ class SuiteConfig(BaseModel):
 
     def named_configurations(self, default_model: str) -> list[tuple[str, RunConfig]]:
         """Configurations with unique names (a repeated name gets a -2, -3 suffix)."""
-        out, seen = [], {}
+        out: list[tuple[str, RunConfig]] = []
+        seen: dict[str, int] = {}
         for c in self.configurations:
             base = c.name or c.default_name(default_model)
             n = seen.get(base, 0) + 1

@@ -160,6 +160,7 @@ def write_suite_report(
                     cname: {
                         "metrics": cell.metrics,
                         "first_stage": cell.first_stage,
+                        "rrf": cell.fused.reranked if cell.fused is not None else None,
                         "calibration": calibration_dict(cell, suite.calibration_depth),
                         "info": {k: v for k, v in cell.info.items() if k != "timings_s"},
                         "timings_s": {k: round(v, 3) for k, v in cell.timings.items()},
@@ -210,13 +211,16 @@ def markdown_suite(summary: dict[str, Any], names: list[str]) -> str:
         if staged:
             lines += [
                 "",
-                "First stage of the reranked configurations:",
+                "Reranked configurations, both stages on the same candidates (each judged query's first-stage "
+                "top rerank_top_n; eval/rerank.py): the first stage, and the RRF fusion of both stages:",
                 "",
                 "| configuration | " + " | ".join(HEADLINE) + " |",
                 "|---|" + "---|" * len(HEADLINE),
             ]
             for n in staged:
                 lines.append(f"| {n} (first stage) | " + " | ".join(_fmt(res[n]["first_stage"].get(k)) for k in HEADLINE) + " |")
+                if res[n].get("rrf"):
+                    lines.append(f"| {n} (RRF) | " + " | ".join(_fmt(res[n]["rrf"].get(k)) for k in HEADLINE) + " |")
         present = [n for n in names if n in res]
         all_keys = sorted({k for n in present for k in res[n]["metrics"]})
         lines += [

@@ -33,3 +33,20 @@ def tiny_llm_dir(tmp_path_factory):
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ce_dir(tiny_st_model_dir, tmp_path_factory):
+    """A 1-layer random BERT cross-encoder (one logit) with MiniLM's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(tiny_st_model_dir.parent / "bert")
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=1
+    )
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-ce")
+    BertForSequenceClassification(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -188,7 +188,7 @@ def test_reranked_configuration_reports_both_stages(tiny_beir, tiny_st_model_dir
 
     from densekit.data import load_beir
     from densekit.eval.evaluate import score_run
-    from densekit.eval.rerank import rerank_run
+    from densekit.eval.rerank import candidates, rerank_run, score_stages
     from densekit.eval.trec import read_run
     from densekit.rerankers import load_reranker
 
@@ -204,13 +204,18 @@ def test_reranked_configuration_reports_both_stages(tiny_beir, tiny_st_model_dir
     r = runner.invoke(app, ["eval", "--config", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "o" / "suite.json").read_text())["datasets"]["tiny"]["results"]
-    # The first stage of the reranked configuration is the dense configuration itself.
-    assert res["dense+llm"]["first_stage"] == res["dense"]["metrics"]
     reranked = read_run(tmp_path / "o" / res["dense+llm"]["run_dir"] / "run.trec")
     assert all(len(v) == 4 for v in reranked.values())
-    # Independent recomputation: rerank the dense run's top 4 and score it.
+    # The first stage of the reranked configuration is the dense run scored on the same
+    # candidates (its top 4), not the dense configuration's top_k run.
     ds = load_beir(tiny_beir, "test")
     dense = read_run(tmp_path / "o" / res["dense"]["run_dir"] / "run.trec")
+    first, qrels = candidates(ds, dense, 4)
+    assert {q: set(v) for q, v in first.items()} == {q: set(v) for q, v in reranked.items()}
+    (m_first, _), (m_rr, _) = score_stages(qrels, first, reranked, 4)
+    assert res["dense+llm"]["first_stage"] == pytest.approx(m_first, abs=1e-9)
+    assert res["dense+llm"]["metrics"] == pytest.approx(m_rr, abs=1e-9)
+    assert res["dense+llm"]["first_stage"]["recall@100"] <= res["dense"]["metrics"]["recall@100"]
     again = rerank_run(load_reranker(str(tiny_llm_dir), device="cpu"), ds, dense, 4, progress=False)
     metrics, _ = score_run(ds.qrels, again)
     for k in ("ndcg@10", "mrr@10", "recall@10"):
@@ -246,3 +251,53 @@ def test_reranked_configuration_reports_both_stages(tiny_beir, tiny_st_model_dir
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
     r = runner.invoke(app, ["eval", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o2")])
     assert r.exit_code != 0 and "configurations.1.reranker" in str(r.exception) and not (tmp_path / "o2").exists()
+
+
+def test_one_dataset_alone_and_in_a_suite_gives_identical_numbers(tiny_beir, tiny_st_model_dir, tiny_ce_dir, tmp_path):
+    """`densekit eval --data D --rerank R` and a suite with the same dataset and reranker go
+    through one evaluation path: the same first-stage, reranked and RRF numbers, per query too."""
+    import yaml
+
+    from densekit.eval.trec import read_run
+
+    # tiny, plus relevant documents the tiny encoder ranks last (outside the top 4), so the
+    # protocol's choices (what the first stage is scored on, which positives the AUC
+    # counts) show in the numbers.
+    tiny_beir = shutil.copytree(tiny_beir, tmp_path / "data" / "tiny")
+    with (tiny_beir / "qrels" / "test.tsv").open("a") as fh:
+        fh.write("q1\td1\t1\nq2\td1\t1\n")
+    single = tmp_path / "single"
+    args = ["eval", "--data", str(tiny_beir), "--model", str(tiny_st_model_dir), "--device", "cpu"]
+    r = runner.invoke(app, [*args, "--rerank", str(tiny_ce_dir), "--rerank-top-n", "4", "--out", str(single)])
+    assert r.exit_code == 0, r.output
+    cfg = {
+        "datasets": [str(tiny_beir)],
+        "configurations": [
+            {"name": "dense", "model": str(tiny_st_model_dir)},
+            {"name": "dense+ce", "model": str(tiny_st_model_dir), "reranker": str(tiny_ce_dir), "rerank_top_n": 4},
+        ],
+        "plots": False,
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
+    r = runner.invoke(app, ["eval", "--config", str(tmp_path / "s.yaml"), "--device", "cpu", "--out", str(tmp_path / "suite")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "suite" / "suite.json").read_text())["datasets"]["tiny"]["results"]
+    dense_dir, rr_dir = (tmp_path / "suite" / res[n]["run_dir"] for n in ("dense", "dense+ce"))
+
+    # The first stage alone.
+    assert json.loads((single / "metrics.json").read_text())["metrics"] == res["dense"]["metrics"]
+    assert (single / "per_query.csv").read_text() == (dense_dir / "per_query.csv").read_text()
+    assert (single / "run.trec").read_text() == (dense_dir / "run.trec").read_text()
+    # Both stages of the reranked configuration, on the same candidates.
+    two_stage = json.loads((single / "rerank" / "metrics.json").read_text())
+    assert two_stage["reranked"] == res["dense+ce"]["metrics"]
+    assert two_stage["first_stage"] == res["dense+ce"]["first_stage"]
+    assert json.loads((single / "rerank-rrf" / "metrics.json").read_text())["reranked"] == res["dense+ce"]["rrf"]
+    assert read_run(single / "rerank" / "run.trec") == read_run(rr_dir / "run.trec")
+    assert (single / "rerank" / "per_query.csv").read_text() == (rr_dir / "per_query.csv").read_text()
+    assert (single / "rerank" / "per_query_first_stage.csv").read_text() == (rr_dir / "per_query_first_stage.csv").read_text()
+    # Some relevant document sits outside the candidates, so a protocol that scored it (or
+    # kept the first stage's full top_k) would give other first-stage and AUC numbers.
+    assert res["dense+ce"]["first_stage"]["recall@100"] < res["dense"]["metrics"]["recall@100"]
+    # The reranker changed something, so the equalities above compare two different stages.
+    assert (rr_dir / "per_query.csv").read_text() != (rr_dir / "per_query_first_stage.csv").read_text()

@@ -16,8 +16,7 @@ from densekit.cli.main import app
 runner = CliRunner()
 
 
-@pytest.fixture()
-def served_index(tiny_beir, tiny_st_model_dir, tmp_path):
+def _serve(tiny_beir, tiny_st_model_dir, tmp_path, **settings):
     """The tiny index, served by uvicorn in a thread of this process (real sockets)."""
     import uvicorn
 
@@ -29,7 +28,7 @@ def served_index(tiny_beir, tiny_st_model_dir, tmp_path):
     assert r.exit_code == 0, r.output
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(Settings(index_dir=ix, device="cpu")), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(Settings(index_dir=ix, device="cpu", **settings)), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -42,6 +41,16 @@ def served_index(tiny_beir, tiny_st_model_dir, tmp_path):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture()
+def served_index(tiny_beir, tiny_st_model_dir, tmp_path):
+    yield from _serve(tiny_beir, tiny_st_model_dir, tmp_path)
+
+
+@pytest.fixture()
+def served_with_reranker(tiny_beir, tiny_st_model_dir, tiny_ce_dir, tmp_path):
+    yield from _serve(tiny_beir, tiny_st_model_dir, tmp_path, reranker=str(tiny_ce_dir))
 
 
 def _run_lines(path):
@@ -90,3 +99,43 @@ def test_endpoint_errors_are_clear(served_index, tiny_beir, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
     r = runner.invoke(app, ["eval", "--data", str(tiny_beir), "--endpoint", dead, "--out", str(tmp_path / "y")])
     assert r.exit_code != 0 and "endpoint" in str(r.exception)
+
+
+def test_server_reranking_is_scored_like_in_process_reranking(served_with_reranker, tiny_beir, tiny_ce_dir, tmp_path):
+    """The endpoint path where the server reranks follows the same two-stage protocol as
+    `--rerank` in-process: same candidates, same numbers for both stages."""
+    ix, url = served_with_reranker
+    http_out, local_out = tmp_path / "http", tmp_path / "local"
+    r = runner.invoke(
+        app, ["eval", "--data", str(tiny_beir), "--endpoint", url, "--endpoint-rerank", "--rerank-top-n", "4", "--out", str(http_out)]
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app,
+        [
+            "eval",
+            "--data",
+            str(tiny_beir),
+            "--index",
+            str(ix),
+            "--rerank",
+            str(tiny_ce_dir),
+            "--rerank-top-n",
+            "4",
+            "--out",
+            str(local_out),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    m_http = json.loads((http_out / "rerank" / "metrics.json").read_text())
+    m_local = json.loads((local_out / "rerank" / "metrics.json").read_text())
+    assert m_http["info"]["pairs"] == m_local["info"]["pairs"] == 12 and m_http["info"]["endpoint"] == url
+    for stage in ("first_stage", "reranked"):
+        assert m_http[stage].keys() == m_local[stage].keys()
+        for k, v in m_local[stage].items():
+            assert m_http[stage][k] == pytest.approx(v, abs=1e-5), (stage, k)
+    http_rank, http_scores = _run_lines(http_out / "rerank" / "run.trec")
+    local_rank, local_scores = _run_lines(local_out / "rerank" / "run.trec")
+    assert http_rank == local_rank
+    for key, s in local_scores.items():
+        assert http_scores[key] == pytest.approx(s, abs=1e-4)

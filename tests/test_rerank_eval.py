@@ -73,20 +73,10 @@ def test_evaluate_rerank_scores_both_stages_on_the_same_candidates(tiny_beir, tm
     assert (folder / "run.trec").read_text().count("\n") == 18
 
 
-def test_eval_cli_rerank(tiny_beir, tiny_st_model_dir, tmp_path, capsys, monkeypatch):
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
+def test_eval_cli_rerank(tiny_beir, tiny_st_model_dir, tiny_ce_dir, tmp_path, capsys, monkeypatch):
     from densekit.cli.main import main
 
-    tok = AutoTokenizer.from_pretrained(tiny_st_model_dir.parent / "bert")
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=1
-    )
-    torch.manual_seed(0)
-    ce = tmp_path / "ce"
-    BertForSequenceClassification(cfg).save_pretrained(ce)
-    tok.save_pretrained(ce)
+    ce = tiny_ce_dir
     out = tmp_path / "report"
     monkeypatch.setattr(
         sys,
@@ -116,6 +106,7 @@ def test_eval_cli_rerank(tiny_beir, tiny_st_model_dir, tmp_path, capsys, monkeyp
     for stage in ("first_stage", "reranked"):
         assert 0.0 <= m[stage]["ndcg@10"] <= 1.0 and "auc_global" in m[stage]
     assert (out / "run.trec").is_file()  # the first-stage report is still written
+    assert (out / "rerank" / "per_query_first_stage.csv").read_text().startswith("qid,")
     assert "->" in capsys.readouterr().err
     # The RRF fusion of both stages is reported beside them, computed from their runs.
     from densekit.eval.rerank import fuse_rrf, score_stages

@@ -135,3 +135,99 @@ def test_cli_compare_trec_runs_with_qrels(tmp_path):
 def test_subcommand_help(cmd):
     r = runner.invoke(app, cmd)
     assert r.exit_code == 0 and "Usage" in r.output
+
+
+def _random_pairs(rng, n_queries=25, ties=True):
+    from densekit.eval.auc import AucPairs
+
+    pairs = AucPairs()
+    for i in range(n_queries):
+        pos = rng.normal(0.6, 0.2, size=int(rng.integers(1, 4)))
+        neg = rng.normal(0.4, 0.2, size=int(rng.integers(0, 12)))
+        if ties:  # coarse scores so that positives and negatives tie
+            pos, neg = np.round(pos, 1), np.round(neg, 1)
+        pairs.pos[f"q{i}"], pairs.neg[f"q{i}"] = pos.tolist(), neg.tolist()
+    return pairs
+
+
+def test_auc_bootstrap_matches_resampling_by_concatenation():
+    """The weighted computation equals pooling the resampled queries' pairs (duplicates
+    included) and calling auc_score, resample by resample, with the same draws."""
+    from densekit.eval.auc import auc_score
+    from densekit.eval.significance import bootstrap_global_auc
+
+    rng = np.random.default_rng(7)
+    pa, pb = _random_pairs(rng), _random_pairs(rng)
+    got = bootstrap_global_auc(pa, pb, resamples=200, seed=3)
+    qids = sorted(pa.pos)
+
+    def pooled(pairs, sample):
+        return auc_score(np.concatenate([pairs.pos[q] for q in sample]), np.concatenate([pairs.neg[q] for q in sample]))
+
+    draws = np.random.default_rng(3)
+    diffs = []
+    for _ in range(200):
+        sample = [qids[i] for i in draws.integers(0, len(qids), len(qids))]
+        diffs.append(pooled(pb, sample) - pooled(pa, sample))
+    assert got.auc_a == pytest.approx(pooled(pa, qids), abs=1e-12) and got.auc_b == pytest.approx(pooled(pb, qids), abs=1e-12)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    assert (got.ci95_low, got.ci95_high) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
+    assert got.p_diff_le_0 == pytest.approx(np.mean(np.array(diffs) <= 0))
+
+
+def test_auc_bootstrap_identical_runs_and_a_clearly_better_run():
+    from densekit.eval.auc import AucPairs
+    from densekit.eval.significance import bootstrap_global_auc
+
+    rng = np.random.default_rng(11)
+    pa = _random_pairs(rng, ties=False)
+    same = bootstrap_global_auc(pa, pa, resamples=300)
+    assert same.diff == 0.0 and same.ci95_low <= 0.0 <= same.ci95_high and same.p_diff_le_0 == 1.0
+    # B ranks every positive above its negatives: its global AUC is far above A's.
+    pb = AucPairs({q: [5.0 + s for s in v] for q, v in pa.pos.items()}, dict(pa.neg))
+    better = bootstrap_global_auc(pa, pb, resamples=300)
+    assert better.auc_b == 1.0 and better.diff > 0.1
+    assert better.ci95_low > 0 and better.p_diff_le_0 == 0.0
+    with pytest.raises(Exception, match="share no query"):
+        bootstrap_global_auc(pa, AucPairs(), resamples=10)
+
+
+def test_cli_compare_auc_bootstrap(tmp_path):
+    from densekit.eval.trec import write_run
+
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(20)))
+    good = {f"q{i}": {f"d{i}": 2.0, f"x{i}": 1.0, f"y{i}": 0.5} for i in range(20)}
+    bad = {f"q{i}": {f"x{i}": 2.0, f"d{i}": 1.0, f"y{i}": 0.5} for i in range(20)}
+    write_run(tmp_path / "bad.trec", bad)
+    (tmp_path / "good").mkdir()
+    write_run(tmp_path / "good" / "run.trec", good)  # a report folder's run
+    (tmp_path / "good" / "per_query.csv").write_text("qid,mrr@10\n" + "".join(f"q{i},1.0\n" for i in range(20)))
+    args = ["eval", "compare", str(tmp_path / "bad.trec"), str(tmp_path / "good"), "--qrels", str(qrels), "-m", "mrr@10"]
+    r = runner.invoke(app, [*args, "--auc-bootstrap", "200", "--out", str(tmp_path / "c.json")])
+    assert r.exit_code == 0, r.output
+    assert "Global ROC-AUC" in r.stdout and "P(B - A <= 0)" in r.stdout
+    boot = json.loads((tmp_path / "c.json").read_text())["auc_bootstrap"]
+    # bad: each positive beats one of two negatives (AUC 0.5); good: both (AUC 1).
+    assert boot["auc_a"] == pytest.approx(0.5) and boot["auc_b"] == pytest.approx(1.0)
+    assert boot["ci95_low"] > 0 and boot["p_diff_le_0"] == 0.0 and boot["n_queries"] == 20
+    r = runner.invoke(
+        app,
+        [
+            "eval",
+            "compare",
+            str(tmp_path / "bad.trec"),
+            str(tmp_path / "bad.trec"),
+            "--qrels",
+            str(qrels),
+            "--auc-bootstrap",
+            "50",
+            "-m",
+            "mrr@10",
+        ],
+    )
+    assert r.exit_code == 0 and "| +0.0000 | [+0.0000, +0.0000] | 1.000 |" in r.stdout
+    r = runner.invoke(
+        app, ["eval", "compare", str(tmp_path / "good" / "per_query.csv"), str(tmp_path / "good"), "--auc-bootstrap", "50", "-m", "mrr@10"]
+    )
+    assert r.exit_code != 0 and "--qrels" in r.output + str(r.exception)

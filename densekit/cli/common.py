@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from densekit.errors import DatasetNotFoundError
+from densekit.data.folders import resolve_dataset_folder
 from densekit.settings import Settings
 
 console = Console(stderr=True)
@@ -18,11 +18,4 @@ def settings() -> Settings:
 
 def resolve_data(data: str) -> Path:
     """`--data` takes a folder, or a dataset name under DENSEKIT_DATA_DIR."""
-    p = Path(data).expanduser()
-    if p.is_dir():
-        return p
-    root = settings().data_dir
-    candidate = root / data
-    if candidate.is_dir():
-        return candidate
-    raise DatasetNotFoundError(f"dataset '{data}' not found: not a folder, and not under DENSEKIT_DATA_DIR={root}")
+    return resolve_dataset_folder(data, settings().data_dir)

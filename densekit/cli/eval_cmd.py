@@ -4,8 +4,6 @@ MTEB's retrieval evaluator on a local BEIR folder."""
 
 from __future__ import annotations
 
-import datetime as _dt
-import time
 from pathlib import Path
 
 import typer
@@ -80,117 +78,82 @@ def evaluate(
     """Evaluate a model, index or server on one or several datasets; prints the headline metrics."""
     if ctx.invoked_subcommand:
         return
+    from densekit.eval.request import EvalRequest, run_evaluation
+    from densekit.eval.suite_config import load_suite_config
+
     data, model, index, endpoint = list(data or []), list(model or []), list(index or []), list(endpoint or [])
-    n_configs = len(index) + len(endpoint) + (0 if index else len(model))
-    if config is not None or len(data) > 1 or n_configs > 1 or endpoint:
-        if rerank and config is not None:
+    if config is not None:
+        if rerank:
             raise typer.BadParameter("with --config, give rerankers in the YAML (reranker, rerank_top_n)", param_hint="--rerank")
-        _evaluate_suite(
-            config,
-            data,
-            split,
-            model,
-            index,
-            endpoint,
-            out,
-            top_k,
-            ignore_identical_ids,
-            auc_negatives,
-            device,
-            api_key,
-            endpoint_rerank,
-            endpoint_concurrency,
-            precision_target,
-            calibration_depth,
-            no_plots,
+        if data or model or index or endpoint:
+            raise typer.BadParameter(
+                "--config already names datasets and configurations; drop --data/--model/--index/--endpoint", param_hint="--config"
+            )
+        suite = load_suite_config(config)
+    else:
+        suite = _suite_from_flags(
+            data=data,
+            split=split,
+            model=model,
+            index=index,
+            endpoint=endpoint,
+            api_key=api_key,
+            endpoint_rerank=endpoint_rerank,
             rerank=rerank,
             rerank_top_n=rerank_top_n,
+            options={
+                "top_k": top_k,
+                "auc_negatives": auc_negatives,
+                "precision_target": precision_target,
+                "calibration_depth": calibration_depth,
+                "plots": not no_plots,
+            },
+            ignore_identical_ids=ignore_identical_ids,
         )
-        return
-    if not data or not out:
-        raise typer.BadParameter("--data and --out are required", param_hint="--data/--out")
-    data, model = data[0], (model[0] if model else None)
-    index = Path(index[0]) if index else None
-    from densekit.data import load_beir
-    from densekit.encoder import Encoder
-    from densekit.eval.evaluate import evaluate_index
-    from densekit.eval.report import HEADLINE, write_report
-    from densekit.index.dense_index import build_from_corpus, load_index
-
-    s = settings()
-    folder = resolve_data(data)
-    t0 = time.perf_counter()
-    ds = load_beir(folder, split)
-    timings = {"load_data_s": time.perf_counter() - t0}
-    if index is not None:
-        idx = load_index(index)
-        enc = Encoder(
-            model or idx.manifest.encoder.path or idx.manifest.encoder.name,
-            device=device or s.device,
-            dtype=s.dtype,
-            batch_size=s.batch_size,
-        )
-        if enc.dim != idx.dim:
-            from densekit.errors import IndexMismatchError
-
-            raise IndexMismatchError(f"model dim {enc.dim} != index dim {idx.dim}")
+    if out is None and suite.out is None:
+        raise typer.BadParameter("--out is required", param_hint="--out")
+    out = out or Path(str(suite.out))
+    # One dataset and one first stage (plus its reranked twin): the single-run report layout.
+    n_first_stages = len(index) + len(endpoint) + (0 if index else len(model))
+    single = config is None and len(data) == 1 and n_first_stages <= 1
+    request = EvalRequest(suite, out, "single" if single else "suite", device=device, endpoint_concurrency=endpoint_concurrency)
+    result = run_evaluation(request, settings())
+    if single:
+        _print_single(result)
     else:
-        enc = Encoder(model or s.model, device=device or s.device, dtype=s.dtype, batch_size=s.batch_size)
-        t1 = time.perf_counter()
-        idx = build_from_corpus(enc, ds.corpus)
-        timings["encode_corpus_and_build_s"] = time.perf_counter() - t1
-    idx.to_device(s.faiss_device, enc.device)  # searched on the GPU when faiss has GPU support
-    outcome = evaluate_index(idx, enc, ds, top_k=top_k, ignore_identical_ids=ignore_identical_ids, auc_negatives=auc_negatives)
-    timings.update(outcome.timings)
-    info = {
-        "dataset": folder.name,
-        "split": split,
-        "model": enc.name,
-        "index": str(index) if index else None,
-        "index_kind": idx.manifest.kind,
-        "top_k": top_k,
-        "counts": ds.counts,
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    write_report(out, outcome.metrics, outcome.per_query, outcome.run, info)
-    for k in HEADLINE:
-        console.print(f"{k:>14}: {outcome.metrics[k]:.4f}")
-    console.print(f"report: {out}")
-    if rerank:
-        _rerank_stage(rerank, rerank_top_n, ds, outcome.run, out, device or s.device)
+        _print_suite(result, [n for n, _ in suite.named_configurations(settings().model)])
 
 
 def _suite_from_flags(
-    data,
-    split,
-    model,
-    index,
-    endpoint,
-    top_k,
-    ignore_identical_ids,
-    auc_negatives,
-    api_key,
-    endpoint_rerank,
-    precision_target,
-    calibration_depth,
-    no_plots,
-    rerank=None,
-    rerank_top_n=100,
+    *,
+    data: list[str],
+    split: str,
+    model: list[str],
+    index: list[str],
+    endpoint: list[str],
+    api_key: str | None,
+    endpoint_rerank: bool,
+    rerank: str | None,
+    rerank_top_n: int,
+    options: dict,
+    ignore_identical_ids: bool,
 ):
+    """The SuiteConfig the flags describe: one configuration per --model, --index or
+    --endpoint; --rerank / --endpoint-rerank add each first stage's reranked twin."""
     from densekit.eval.suite_config import suite_from_dict
 
     if not data:
         raise typer.BadParameter("--data is required (or --config)", param_hint="--data")
-    configs = [{"model": m} for m in model if not index] if not index else []
-    for ix in index:
-        configs.append({"index": ix, **({"model": model[0]} if len(model) == 1 else {})})
     if index and len(model) > 1:
         raise typer.BadParameter("with --index, give at most one --model (the query encoder)", param_hint="--model")
+    configs: list[dict] = [{"model": m} for m in model] if not index else []
+    for ix in index:
+        configs.append({"index": ix, **({"model": model[0]} if len(model) == 1 else {})})
     for url in endpoint:
-        configs.append({"endpoint": url, "api_key": api_key, **({"reranker": "server"} if endpoint_rerank else {})})
+        configs.append({"endpoint": url, "api_key": api_key})
     if not configs:
         configs = [{}]  # the default model
+    twins = []
     if rerank:
         # Each in-process first stage gets a reranked twin; they share one retrieval.
         twins = [{**c, "reranker": rerank, "rerank_top_n": rerank_top_n} for c in configs if "endpoint" not in c]
@@ -198,77 +161,39 @@ def _suite_from_flags(
             raise typer.BadParameter(
                 "--rerank reranks in-process first stages; to use a server's reranker pass --endpoint-rerank", param_hint="--rerank"
             )
-        configs += twins
+    if endpoint_rerank:
+        twins += [{**c, "reranker": "server", "rerank_top_n": rerank_top_n} for c in configs if "endpoint" in c]
     return suite_from_dict(
         {
             "datasets": [{"name": d, "split": split, "ignore_identical_ids": ignore_identical_ids} for d in data],
-            "configurations": configs,
-            "top_k": top_k,
-            "auc_negatives": auc_negatives,
-            "precision_target": precision_target,
-            "calibration_depth": calibration_depth,
-            "plots": not no_plots,
+            "configurations": configs + twins,
+            **options,
         }
     )
 
 
-def _evaluate_suite(
-    config,
-    data,
-    split,
-    model,
-    index,
-    endpoint,
-    out,
-    top_k,
-    ignore_identical_ids,
-    auc_negatives,
-    device,
-    api_key,
-    endpoint_rerank,
-    endpoint_concurrency,
-    precision_target,
-    calibration_depth,
-    no_plots,
-    rerank=None,
-    rerank_top_n=100,
-) -> None:
-    from densekit.eval.suite import run_suite
-    from densekit.eval.suite_config import load_suite_config
+def _print_single(result) -> None:
+    """The headline metrics of the first stage and, when reranked, of both stages and their RRF."""
+    from densekit.eval.report import HEADLINE
 
-    if config is not None:
-        suite = load_suite_config(config)
-        if data or model or index or endpoint:
-            raise typer.BadParameter(
-                "--config already names datasets and configurations; drop --data/--model/--index/--endpoint", param_hint="--config"
-            )
-    else:
-        suite = _suite_from_flags(
-            data,
-            split,
-            model,
-            index,
-            endpoint,
-            top_k,
-            ignore_identical_ids,
-            auc_negatives,
-            api_key,
-            endpoint_rerank,
-            precision_target,
-            calibration_depth,
-            no_plots,
-            rerank,
-            rerank_top_n,
-        )
-    out = out or (Path(suite.out) if suite.out else None)
-    if out is None:
-        raise typer.BadParameter("--out is required", param_hint="--out")
-    single = config is None and len(suite.datasets) == 1 and len(suite.configurations) == 1
-    if single:
-        _evaluate_single_cell(suite, out, device, endpoint_concurrency)
-        return
-    result = run_suite(suite, out, settings(), device=device, endpoint_concurrency=endpoint_concurrency)
-    names = [n for n, _ in suite.named_configurations(settings().model)]
+    ((label, by_cfg),) = result.cells.items()
+    first, *reranked = by_cfg.values()
+    for k in HEADLINE:
+        console.print(f"{k:>14}: {first.metrics[k]:.4f}")
+    console.print(f"report: {result.out}")
+    for cell in reranked:
+        outcome, fused = cell.rerank, cell.fused
+        info = outcome.info
+        console.print(f"reranked top-{info['top_n']} with {info.get('reranker')}: {info['pairs']} pairs, {info.get('pairs_per_s')} pairs/s")
+        console.print(f"{'':>14}  first stage -> reranked | RRF(first, reranked)  (both stages on the same candidates)")
+        for k in HEADLINE:
+            if k in outcome.reranked:
+                console.print(f"{k:>14}: {outcome.first_stage[k]:.4f} -> {outcome.reranked[k]:.4f} | {fused.reranked[k]:.4f}")
+        console.print(f"rerank reports: {result.out / 'rerank'}, {result.out / 'rerank-rrf'}")
+
+
+def _print_suite(result, names: list[str]) -> None:
+    """nDCG@10 per dataset and configuration, and the average."""
     table = ["dataset".ljust(16) + "".join(n[:22].rjust(24) for n in names)]
     for dname, by_cfg in result.cells.items():
         table.append(
@@ -277,39 +202,7 @@ def _evaluate_suite(
     avg = result.summary["average"]
     table.append("average".ljust(16) + "".join((f"{avg[n]['metrics']['ndcg@10']:.4f}" if n in avg else "-").rjust(24) for n in names))
     console.print("nDCG@10\n" + "\n".join(table), highlight=False)
-    console.print(f"report: {out / 'report.md'}")
-
-
-def _evaluate_single_cell(suite, out: Path, device, endpoint_concurrency: int) -> None:
-    """One dataset, one configuration (e.g. `--endpoint URL`): the single-run report layout."""
-    from densekit.data import load_beir
-    from densekit.eval.cell import calibration_dict
-    from densekit.eval.report import HEADLINE, write_report
-    from densekit.eval.suite import _Resources, evaluate_cell, validate_suite
-
-    s = settings()
-    ((spec, label, folder),) = validate_suite(suite, s)
-    ((name, cfg),) = suite.named_configurations(s.model)
-    t0 = time.perf_counter()
-    ds = load_beir(folder, spec.split)
-    load_s = time.perf_counter() - t0
-    cell = evaluate_cell(_Resources(s, device, True), ds, label, name, cfg, suite, spec.ignore_identical_ids, endpoint_concurrency)
-    info = {
-        "dataset": label,
-        "split": spec.split,
-        **{k: v for k, v in cell.info.items() if k != "timings_s"},
-        "top_k": suite.top_k,
-        "counts": ds.counts,
-        "calibration": calibration_dict(cell, suite.calibration_depth),
-        "timings_s": {"load_data_s": round(load_s, 3), **{k: round(v, 3) for k, v in cell.timings.items()}},
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if cell.first_stage is not None:
-        info["stages"] = {"first_stage": cell.first_stage}
-    write_report(out, cell.metrics, cell.per_query, cell.run, info)
-    for k in HEADLINE:
-        console.print(f"{k:>14}: {cell.metrics[k]:.4f}")
-    console.print(f"report: {out}")
+    console.print(f"report: {result.out / 'report.md'}")
 
 
 @app.command("compare")
@@ -328,29 +221,41 @@ def compare(
     ),
     seed: int = typer.Option(42, "--seed", help="random seed of the randomisation test"),
     alpha: float = typer.Option(0.05, "--alpha", help="significance level marked with * in the table"),
+    auc_bootstrap: int = typer.Option(
+        0,
+        "--auc-bootstrap",
+        min=0,
+        help="also test the global ROC-AUC difference by a paired bootstrap over queries with this many resamples "
+        "(needs --qrels and run files or report folders with run.trec; uses --seed)",
+    ),
     out: Path = typer.Option(None, "--out", help="also write the result: FILE.json or FILE.md"),
 ) -> None:
     """Paired significance test of two runs on per-query metrics: Fisher randomisation test and
-    paired t-test, with the mean difference, its 95% CI, Cohen's d and wins/ties/losses."""
+    paired t-test, with the mean difference, its 95% CI, Cohen's d and wins/ties/losses; with
+    --auc-bootstrap, the global AUC of both runs, their difference, its 95% CI and P(B - A <= 0)."""
     import json
 
     from densekit.atomic import write_text_atomic
-    from densekit.eval.compare import compare_runs, load_per_query, markdown_comparison
+    from densekit.eval.compare import compare_global_auc, compare_runs, load_per_query, markdown_auc_bootstrap, markdown_comparison
 
     qrels_s = str(qrels) if qrels else None
     a = load_per_query(run_a, qrels_s, split)
     b = load_per_query(run_b, qrels_s, split)
     tests = compare_runs(a, b, metric, permutations, seed)
     md = markdown_comparison(tests, str(run_a), str(run_b), alpha)
+    result: dict = {"run_a": str(run_a), "run_b": str(run_b), "tests": [t.to_dict() for t in tests]}
+    if auc_bootstrap:
+        if qrels is None:
+            raise typer.BadParameter("the global AUC needs the qrels: pass --qrels", param_hint="--auc-bootstrap")
+        boot = compare_global_auc(run_a, run_b, qrels, split, auc_bootstrap, seed)
+        md += "\n" + markdown_auc_bootstrap(boot)
+        result["auc_bootstrap"] = boot.to_dict()
     typer.echo(md)
     only_a, only_b = len(set(a) - set(b)), len(set(b) - set(a))
     if only_a or only_b:
         console.print(f"note: {only_a} queries only in A and {only_b} only in B were left out of the paired tests")
     if out is not None:
-        if out.suffix.lower() == ".json":
-            write_text_atomic(out, json.dumps({"run_a": str(run_a), "run_b": str(run_b), "tests": [t.to_dict() for t in tests]}, indent=2))
-        else:
-            write_text_atomic(out, md)
+        write_text_atomic(out, json.dumps(result, indent=2) if out.suffix.lower() == ".json" else md)
 
 
 @app.command("mteb")
@@ -386,21 +291,3 @@ def mteb_cmd(
             json.dumps({"dataset": folder.name, "split": split, "model": enc.name, "scores": scores}, indent=2, default=str),
         )
         console.print(f"scores: {out / 'mteb_scores.json'}")
-
-
-def _rerank_stage(name: str, top_n: int, ds, run, out: Path, device: str) -> None:
-    """Second stage of `densekit eval --rerank`: rerank the top-n, report both stages."""
-    from densekit.eval.rerank import evaluate_rerank, fused_outcome, write_rerank_report
-    from densekit.rerankers import load_reranker
-
-    reranker = load_reranker(name, device=device)
-    outcome = evaluate_rerank(reranker, ds, run, top_n=top_n)
-    write_rerank_report(out / "rerank", outcome)
-    # The RRF fusion of both stages costs no model call, so it is always reported beside them.
-    fused = fused_outcome(outcome, {q: ds.qrels[q] for q in outcome.run_first})
-    write_rerank_report(out / "rerank-rrf", fused)
-    console.print(f"reranked top-{top_n} with {name}: {outcome.info['pairs']} pairs, {outcome.info['pairs_per_s']} pairs/s")
-    console.print(f"{'':>14}  first stage -> reranked | RRF(first, reranked)")
-    for k in ("ndcg@10", "mrr@10", "auc_global", "auc_per_query"):
-        console.print(f"{k:>14}: {outcome.first_stage[k]:.4f} -> {outcome.reranked[k]:.4f} | {fused.reranked[k]:.4f}")
-    console.print(f"rerank reports: {out / 'rerank'}, {out / 'rerank-rrf'}")

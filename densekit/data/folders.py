@@ -1,0 +1,18 @@
+"""Where a dataset named on the command line or in a configuration lives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from densekit.errors import DatasetNotFoundError
+
+
+def resolve_dataset_folder(name: str, data_dir: str | Path) -> Path:
+    """`name` is a BEIR folder, or the name of one under `data_dir` (DENSEKIT_DATA_DIR)."""
+    p = Path(name).expanduser()
+    if p.is_dir():
+        return p
+    candidate = Path(data_dir) / name
+    if candidate.is_dir():
+        return candidate
+    raise DatasetNotFoundError(f"dataset '{name}' not found: not a folder, and not under DENSEKIT_DATA_DIR={data_dir}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,7 +19,21 @@ from densekit.devices import resolve_device, resolve_dtype
 from densekit.errors import ModelLoadError
 from densekit.models import resolve_encoder_name
 
+if TYPE_CHECKING:
+    from densekit.settings import Settings
+
 log = logging.getLogger(__name__)
+
+
+def _default(field: str) -> Any:
+    """A setting's default, as the Settings model defines it (not read from the environment)."""
+    from densekit.settings import Settings
+
+    return Settings.model_fields[field].default
+
+
+def _model_similarity(model: Any) -> str:
+    return str(getattr(model, "similarity_fn_name", None) or "cosine")
 
 
 @dataclass
@@ -32,54 +47,80 @@ class EncoderInfo:
     device: str
 
 
+def similarity_of(model_similarity: str, normalize: bool | None, name: str) -> tuple[str, bool]:
+    """(served similarity, normalise?) for a model whose own similarity function is
+    `model_similarity`. densekit ranks by inner product: cosine over unit vectors, or dot. A
+    euclidean model is served as cosine only when asked to normalise (the same ranking on
+    unit vectors); any other distance is refused rather than ranked the wrong way round."""
+    if model_similarity in ("cosine", "dot"):
+        norm = (model_similarity == "cosine") if normalize is None else normalize
+        return ("cosine" if norm else "dot"), norm
+    if model_similarity == "euclidean" and normalize:
+        return "cosine", True
+    raise ModelLoadError(
+        f"bi-encoder '{name}' scores by {model_similarity} distance, which densekit does not serve (it ranks by inner product)"
+        + ("; pass normalize=True to serve it as cosine (the same ranking on unit vectors)" if model_similarity == "euclidean" else "")
+    )
+
+
 class Encoder:
-    """Encodes queries and documents into float32 numpy arrays."""
+    """Encodes queries and documents into float32 numpy arrays.
+
+    Arguments left at None take the defaults of `Settings` (one place); `from_settings`
+    builds an encoder from the environment (DENSEKIT_MODEL, _BATCH_SIZE, _DTYPE, _DEVICE)."""
 
     def __init__(
         self,
         model: str | None = None,
-        device: str | None = "auto",
+        device: str | None = None,
         normalize: bool | None = None,
-        batch_size: int = 64,
-        dtype: str | None = "auto",
+        batch_size: int | None = None,
+        dtype: str | None = None,
         max_seq_length: int | None = None,
     ):
         from sentence_transformers import SentenceTransformer
 
-        self.name = model or "sentence-transformers/all-MiniLM-L6-v2"
+        self.name = model or _default("model")
         self.path = resolve_encoder_name(self.name)
-        self.device = resolve_device(device)
+        self.device = resolve_device(device or _default("device"))
         try:
             self.model = SentenceTransformer(self.path, device=self.device)
         except Exception as exc:  # hub/IO errors come in many types; report them as one
             raise ModelLoadError(f"cannot load bi-encoder '{self.name}': {exc}") from exc
+        self.similarity, self.normalize = similarity_of(_model_similarity(self.model), normalize, self.name)
         # The checkpoint's own dtype and architecture steer 'auto' (fp16/bf16 on CUDA, fp32 on CPU).
-        torch_dtype = resolve_dtype(self.device, dtype, model=self.model)
+        torch_dtype = resolve_dtype(self.device, dtype or _default("dtype"), model=self.model)
         if torch_dtype != "float32":
             import torch
 
             self.model.to(getattr(torch, torch_dtype))
         if max_seq_length:
             self.model.max_seq_length = max_seq_length
-        sim = str(getattr(self.model, "similarity_fn_name", None) or "cosine")
-        # Cosine similarity is served as inner product over unit vectors.
-        self.normalize = (sim == "cosine") if normalize is None else normalize
-        self.similarity = "cosine" if self.normalize else "dot"
-        self.batch_size = batch_size
+        self.batch_size: int = batch_size if batch_size else int(_default("batch_size"))
         self.dim = int(self.model.get_embedding_dimension())
 
     @classmethod
-    def from_model(cls, model, name: str = "in-memory", normalize: bool | None = None, batch_size: int = 64) -> Encoder:
+    def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> Encoder:
+        """An encoder configured by `settings` (default: `Settings()`, i.e. the DENSEKIT_*
+        environment); keyword arguments that are not None (model, device, batch_size, dtype,
+        normalize, max_seq_length) win over the settings."""
+        from densekit.settings import Settings
+
+        s = settings if settings is not None else Settings()
+        args: dict[str, Any] = {"model": s.model, "device": s.device, "batch_size": s.batch_size, "dtype": s.dtype}
+        args.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**args)
+
+    @classmethod
+    def from_model(cls, model, name: str = "in-memory", normalize: bool | None = None, batch_size: int | None = None) -> Encoder:
         """Wrap an already loaded SentenceTransformer (training hands its model over this way)."""
         self = cls.__new__(cls)
         self.name = name
         self.path = name
         self.model = model
         self.device = str(model.device)
-        sim = str(getattr(model, "similarity_fn_name", None) or "cosine")
-        self.normalize = (sim == "cosine") if normalize is None else normalize
-        self.similarity = "cosine" if self.normalize else "dot"
-        self.batch_size = batch_size
+        self.similarity, self.normalize = similarity_of(_model_similarity(model), normalize, name)
+        self.batch_size = batch_size if batch_size else int(_default("batch_size"))
         self.dim = int(model.get_embedding_dimension())
         return self
 

@@ -6,14 +6,11 @@ import importlib.util
 from pathlib import Path
 
 from densekit.errors import ModelLoadError
+from densekit.settings import DEFAULT_MODEL
 
 # Names under which users refer to the default bi-encoder; all map to the PyPI-packaged copy
 # when it is installed, so the default works without network.
-_MINILM_NAMES = {
-    "all-minilm-l6-v2",
-    "sentence-transformers/all-minilm-l6-v2",
-    "default",
-}
+_MINILM_NAMES = {DEFAULT_MODEL.lower(), DEFAULT_MODEL.lower().split("/")[-1], "default"}
 
 # Names that mean "the packaged SmolLM2-135M-Instruct GGUF" (offline default LLM reranker).
 SMOLLM2_NAMES = {"smollm2", "smollm2-135m", "smollm2-135m-instruct", "huggingfacetb/smollm2-135m-instruct"}
@@ -37,7 +34,7 @@ def resolve_encoder_name(name: str | None) -> str:
         local = packaged_minilm_path()
         if local:
             return local
-        return "sentence-transformers/all-MiniLM-L6-v2"
+        return DEFAULT_MODEL
     return name
 
 

@@ -15,7 +15,7 @@ def trec_order(scores: dict[str, float]) -> list[tuple[str, float]]:
 
 
 class _Desc(str):
-    def __lt__(self, other: str) -> bool:  # type: ignore[override]
+    def __lt__(self, other: str) -> bool:
         return str.__gt__(self, other)
 
 

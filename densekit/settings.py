@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=512, ge=1, description="queued requests before 429")
     rerank_top_n: int = Field(default=100, ge=1, description="default number of first-stage hits to rerank")
 
-    # Service, continued (issue 6): every limit below is reported by GET /info.
+    # Service limits and batching: every setting below is reported by GET /info.
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes; each loads the models (live updates need 1)")
     max_search_batch: int = Field(
         default=512, ge=1, description="most queries in one faiss search call (queries of concurrent requests are merged)"

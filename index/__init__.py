@@ -1,6 +1,6 @@
-"""Faiss indexes with a SQLite document store beside them (see index.dense_index).
+"""Faiss indexes with a SQLite document store beside them (see densekit.index.dense_index).
 
-`index.load(folder)` opens any index folder densekit wrote, whatever its kind.
+`densekit.index.load(folder)` opens any index folder densekit wrote, whatever its kind.
 """
 
 from densekit.index.dense_index import DenseIndex, SearchHit, load_index

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 import shutil
+import sqlite3
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -32,6 +36,9 @@ from densekit.index.manifest import (
     verify_checksums,
 )
 
+if TYPE_CHECKING:
+    from densekit.index.gpu import GpuIndex
+
 
 @dataclass
 class SearchHit:
@@ -40,8 +47,19 @@ class SearchHit:
     row: int
 
 
+def _remove_temp_store(store: DocStore, folder: Path) -> None:
+    store.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 class DenseIndex:
-    def __init__(self, faiss_index: faiss.Index, docstore: DocStore, manifest: Manifest, folder: Path | None = None):
+    """A faiss index with its document store and manifest. An index built in memory keeps its
+    document store in a temporary folder that `close()` removes (as does garbage collection
+    or interpreter exit, for an index nobody closed); use it as a context manager to be sure."""
+
+    def __init__(
+        self, faiss_index: faiss.Index, docstore: DocStore, manifest: Manifest, folder: Path | None = None, temp_dir: Path | None = None
+    ):
         self.faiss = faiss_index
         self.docstore = docstore
         self.manifest = manifest
@@ -49,9 +67,31 @@ class DenseIndex:
         self._row_to_id = docstore.row_to_id()
         self._lock = threading.RLock()
         # GPU copy that serves searches (to_device); the CPU index stays the one updated and saved.
-        self._gpu = None
+        self._gpu: GpuIndex | None = None
         self._gpu_request: tuple[str | None, str] | None = None
         self._gpu_stale = False
+        # The finalizer holds the store and folder, not the index, so it can run when the index dies.
+        self._release_temp = weakref.finalize(self, _remove_temp_store, docstore, temp_dir) if temp_dir is not None else None
+
+    @property
+    def temp_dir(self) -> Path | None:
+        """The temporary folder of an in-memory index's document store (None once closed, or when loaded)."""
+        pending = self._release_temp.peek() if self._release_temp is not None else None
+        return pending[2][1] if pending is not None else None
+
+    def close(self) -> None:
+        """Close the document store and remove a temporary one; the index is unusable afterwards."""
+        with self._lock:
+            self._gpu, self._gpu_request = None, None
+            self.docstore.close()
+            if self._release_temp is not None:
+                self._release_temp()
+
+    def __enter__(self) -> DenseIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- construction -------------------------------------------------------------
     @classmethod
@@ -74,6 +114,10 @@ class DenseIndex:
             raise InvalidInputError(f"{vectors.shape[0]} vectors for {len(doc_ids)} documents")
         if vectors.ndim != 2 or vectors.shape[1] != encoder_spec.dim:
             raise IndexMismatchError(f"vectors have shape {vectors.shape}, encoder dim is {encoder_spec.dim}")
+        missing = [d for d in doc_ids if d not in corpus]
+        if missing:
+            raise InvalidInputError(f"{len(missing)} document ids are not in the corpus, e.g. {missing[0]!r}")
+        metric = faiss_kinds.metric_of(encoder_spec.similarity)
         # Parameters are checked before any training, so a typo fails in milliseconds.
         resolved_build = faiss_kinds.parse_build_params(kind, build_params).model_dump(exclude_none=True)
         if kind in faiss_kinds.IVF_KINDS:
@@ -87,58 +131,67 @@ class DenseIndex:
         if trained_index is not None:
             index = trained_index
         else:
-            index = faiss_kinds.make_index(
-                kind, encoder_spec.dim, resolved_build, faiss_kinds.metric_of(encoder_spec.similarity), n_train=len(doc_ids)
-            )
+            index = faiss_kinds.make_index(kind, encoder_spec.dim, resolved_build, metric, n_train=len(doc_ids))
             faiss_kinds.train_index(index, vectors, resolved_build)
         rows = np.arange(len(doc_ids), dtype=np.int64)
         index.add_with_ids(vectors, rows)
         faiss_kinds.apply_defaults(index, resolved_search)
         build_time = time.perf_counter() - t0
+        temp_dir = None
         if docstore_path is None:
-            import tempfile
-
-            docstore_path = Path(tempfile.mkdtemp(prefix="densekit-docstore-")) / DOCSTORE_FILE
-        store = DocStore(docstore_path)
-        store.add_many(
-            (int(r), d, corpus[d].get("title", ""), corpus[d].get("text", ""), corpus[d].get("metadata"))  # type: ignore[arg-type]
-            for r, d in zip(rows, doc_ids)
-        )
-        manifest = Manifest(
-            kind=kind,
-            encoder=encoder_spec,
-            metric="inner_product" if faiss_kinds.metric_of(encoder_spec.similarity) == faiss.METRIC_INNER_PRODUCT else "l2",
-            faiss_description=faiss_kinds.describe(index),
-            build_params=resolved_build,
-            search_params=resolved_search,
-            doc_count=len(doc_ids),
-            bytes_per_vector=faiss_kinds.bytes_per_vector(index, encoder_spec.dim),
-            build_time_s=round(build_time, 4),
-            created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            extra={"index_bytes_per_vector": faiss_kinds.index_bytes_per_vector(index)},
-        )
-        return cls(index, store, manifest)
+            temp_dir = Path(tempfile.mkdtemp(prefix="densekit-docstore-"))
+            docstore_path = temp_dir / DOCSTORE_FILE
+        try:
+            store = DocStore(docstore_path)
+            try:
+                store.add_many(
+                    (int(r), d, corpus[d].get("title", ""), corpus[d].get("text", ""), corpus[d].get("metadata"))  # type: ignore[misc]
+                    for r, d in zip(rows, doc_ids)
+                )
+            except BaseException:
+                store.close()
+                raise
+            manifest = Manifest(
+                kind=kind,
+                encoder=encoder_spec,
+                metric=faiss_kinds.metric_name(index.metric_type),
+                faiss_description=faiss_kinds.describe(index),
+                build_params=resolved_build,
+                search_params=resolved_search,
+                doc_count=len(doc_ids),
+                bytes_per_vector=faiss_kinds.bytes_per_vector(index, encoder_spec.dim),
+                build_time_s=round(build_time, 4),
+                created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                extra={"index_bytes_per_vector": faiss_kinds.index_bytes_per_vector(index)},
+            )
+        except BaseException:
+            if temp_dir is not None:
+                shutil.rmtree(temp_dir, ignore_errors=True)
+            raise
+        return cls(index, store, manifest, temp_dir=temp_dir)
 
     # ---- persistence --------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
         """Write the folder atomically: temp sibling, then rename over any old one."""
         folder = Path(folder)
-        with self._lock, atomic_dir(folder) as tmp:
-            faiss.write_index(self.faiss, str(tmp / INDEX_FILE))
-            # sqlite's backup API copies a consistent snapshot even while WAL is on.
-            dst = DocStore(tmp / DOCSTORE_FILE)
-            with dst.conn:
-                self.docstore.conn.backup(dst.conn)
-            dst.conn.execute("PRAGMA journal_mode=DELETE")
-            dst.close()
+        with self._lock:
             self.manifest.doc_count = int(self.faiss.ntotal)
-            self.manifest.checksums = {
-                INDEX_FILE: sha256_file(tmp / INDEX_FILE),
-                DOCSTORE_FILE: sha256_file(tmp / DOCSTORE_FILE),
-            }
-            write_json_atomic(tmp / MANIFEST, self.manifest.model_dump(mode="json"))
+            self.manifest.checksums = write_folder(
+                folder, lambda path: faiss.write_index(self.faiss, str(path)), self.docstore.conn, self.manifest
+            )
         self.folder = folder
         return folder
+
+    def freeze(self) -> FrozenIndex:
+        """A point-in-time copy in memory (serialised faiss index, document store, manifest)
+        that can be written to a folder on another thread while this index keeps serving."""
+        with self._lock:
+            faiss_bytes = faiss.serialize_index(self.faiss)
+            docstore = sqlite3.connect(":memory:", check_same_thread=False)
+            self.docstore.conn.backup(docstore)
+            manifest = self.manifest.model_copy(deep=True)
+            manifest.doc_count = int(self.faiss.ntotal)
+        return FrozenIndex(faiss_bytes, docstore, manifest)
 
     @classmethod
     def load(cls, folder: str | Path, verify: bool = True, expected_dim: int | None = None, writable: bool = False) -> DenseIndex:
@@ -156,6 +209,7 @@ class DenseIndex:
             raise IndexCorruptError(f"{folder / INDEX_FILE}: faiss cannot read it ({str(exc).splitlines()[0]})") from None
         if index.d != manifest.encoder.dim:
             raise IndexMismatchError(f"{folder}: faiss index dim {index.d} != manifest dim {manifest.encoder.dim}")
+        faiss_kinds.check_metric(index, manifest.metric, manifest.encoder.similarity, str(folder))
         store = DocStore(folder / DOCSTORE_FILE, readonly=not writable)
         if index.ntotal != len(store):
             raise IndexCorruptError(f"{folder}: faiss holds {index.ntotal} vectors, document store {len(store)} documents")
@@ -190,7 +244,7 @@ class DenseIndex:
     def documents(self, rows: list[int]) -> dict[int, dict]:
         return self.docstore.get_by_rows(rows)
 
-    # ---- GPU search (issue 8) -------------------------------------------------------
+    # ---- GPU search ------------------------------------------------------------------
     def to_device(self, faiss_device: str | None = "auto", device: str = "cpu") -> str:
         """Search from a GPU copy of the faiss index when `faiss_device` ('auto', 'cpu',
         'gpu') and the models' `device` allow it (densekit.index.gpu.place_index decides).
@@ -262,6 +316,53 @@ class DenseIndex:
             return len(rows)
 
 
+@dataclass
+class FrozenIndex:
+    """What `DenseIndex.freeze` copied; `write` may run on any thread, once."""
+
+    faiss_bytes: np.ndarray
+    docstore: sqlite3.Connection
+    manifest: Manifest
+
+    def write(self, folder: str | Path) -> Path:
+        """Write the copy as an index folder (atomically) and release the memory it held."""
+        folder = Path(folder)
+        try:
+            self.manifest.checksums = write_folder(folder, self._write_faiss, self.docstore, self.manifest)
+        finally:
+            self.docstore.close()
+        return folder
+
+    def _write_faiss(self, path: Path) -> None:
+        with open(path, "wb") as fh:
+            fh.write(self.faiss_bytes.data)
+
+
+def write_folder(folder: Path, write_faiss: Callable[[Path], None], docstore: sqlite3.Connection, manifest: Manifest) -> dict[str, str]:
+    """Write index.faiss, docstore.sqlite and manifest.json into `folder` atomically (a temp
+    sibling renamed over any old folder). Returns the files' checksums, as the manifest holds them."""
+    with atomic_dir(folder) as tmp:
+        write_faiss(tmp / INDEX_FILE)
+        # sqlite's backup API copies a consistent snapshot even while WAL is on.
+        dst = sqlite3.connect(tmp / DOCSTORE_FILE)
+        try:
+            docstore.backup(dst)
+            dst.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            dst.close()
+        # On disk before the rename: a live index drops its log once the snapshot is in place.
+        for name in (INDEX_FILE, DOCSTORE_FILE):
+            _fsync_file(tmp / name)
+        checksums = {INDEX_FILE: sha256_file(tmp / INDEX_FILE), DOCSTORE_FILE: sha256_file(tmp / DOCSTORE_FILE)}
+        write_json_atomic(tmp / MANIFEST, manifest.model_copy(update={"checksums": checksums}).model_dump(mode="json"))
+    return checksums
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
 def load_index(folder: str | Path, verify: bool = True, writable: bool = False) -> DenseIndex:
     return DenseIndex.load(folder, verify=verify, writable=writable)
 
@@ -298,7 +399,3 @@ def encode_corpus(encoder, corpus: Corpus, doc_ids: Sequence[str], progress: boo
 
     texts = [document_text(corpus[d]) for d in doc_ids]
     return cached_document_vectors(encoder, texts, progress=progress)
-
-
-def remove_folder(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from densekit.errors import IndexCorruptError
+from densekit.errors import IndexCorruptError, InvalidInputError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -18,6 +18,13 @@ CREATE TABLE IF NOT EXISTS docs (
     metadata TEXT NOT NULL DEFAULT '{}'
 );
 """
+
+
+def _metadata_json(doc_id: str, metadata: dict | None) -> str:
+    try:
+        return json.dumps(metadata or {})
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"metadata of document {doc_id!r} is not JSON: {exc}") from None
 
 
 class DocStore:
@@ -41,10 +48,11 @@ class DocStore:
         return int(self.conn.execute("SELECT count(*) FROM docs").fetchone()[0])
 
     def add_many(self, rows: Iterable[tuple[int, str, str, str, dict | None]]) -> None:
+        """Insert or replace (row, id, title, text, metadata) rows in one transaction."""
         with self.conn:
             self.conn.executemany(
                 "INSERT OR REPLACE INTO docs(row, id, title, text, metadata) VALUES (?, ?, ?, ?, ?)",
-                ((r, i, t or "", x or "", json.dumps(m or {})) for r, i, t, x, m in rows),
+                ((r, i, t or "", x or "", _metadata_json(i, m)) for r, i, t, x, m in rows),
             )
 
     def delete_ids(self, doc_ids: Iterable[str]) -> None:

@@ -11,7 +11,7 @@ made training 4-20x slower here).
 | ivfpq       | IndexIVFPQ (residual PQ)                          | nlist, pq_m, pq_nbits, train_size, seed           | nprobe        |
 | opq-ivfpq   | IndexPreTransform(OPQMatrix, IndexIVFPQ)          | + opq_niter                                       | nprobe        |
 | hnsw        | IndexIDMap2(IndexHNSWFlat)                        | hnsw_m, ef_construction                           | ef_search     |
-| distilled   | IndexIVFPQ or IndexPreTransform(OPQ, IndexIVFPQ)  | made by training.distill_vq (Distill-VQ)          | nprobe        |
+| distilled   | IndexIVFPQ or IndexPreTransform(OPQ, IndexIVFPQ)  | made by densekit.training.distill_vq (Distill-VQ) | nprobe        |
 
 Ids stored in faiss are densekit row numbers (the document store maps them to doc ids).
 """
@@ -26,7 +26,7 @@ import faiss
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from densekit.errors import ConfigError
+from densekit.errors import ConfigError, IndexMismatchError, InvalidInputError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class HNSWParams(_Params):
 
 
 class DistilledParams(OPQIVFPQParams):
-    # A distilled index is built by training.distill_vq; these record how its start index was made.
+    # A distilled index is built by densekit.training.distill_vq; these record how its start index was made.
     opq: bool = True
     distill: dict[str, Any] = Field(default_factory=dict)
 
@@ -144,9 +144,35 @@ def resolved_nlist(build_params: dict[str, Any] | None, n: int) -> int:
 
 
 # ---- construction ---------------------------------------------------------------------
+# Encoder similarities densekit serves; cosine is inner product over unit-normalised vectors.
+# Distance metrics (L2) are refused rather than served: every consumer of scores (hits,
+# fusion, reranking candidates, AUC, mining margins) reads them as higher-is-better.
+SIMILARITIES = ("cosine", "dot", "inner_product")
+METRIC = "inner_product"
+
+
 def metric_of(similarity: str) -> int:
-    # Cosine is served as inner product over unit-normalised vectors.
-    return faiss.METRIC_INNER_PRODUCT if similarity in ("cosine", "dot", "inner_product") else faiss.METRIC_L2
+    """The faiss metric of an encoder similarity; IndexMismatchError for one densekit does not serve."""
+    if similarity not in SIMILARITIES:
+        raise IndexMismatchError(
+            f"similarity '{similarity}' is not supported: densekit ranks by inner product ({', '.join(SIMILARITIES)}); "
+            "serve a distance-trained model normalised, as cosine"
+        )
+    return faiss.METRIC_INNER_PRODUCT
+
+
+def metric_name(metric: int) -> str:
+    """The manifest's name of a faiss metric."""
+    if metric != faiss.METRIC_INNER_PRODUCT:
+        raise IndexMismatchError(f"faiss metric {metric} is not supported: densekit indexes use inner product")
+    return METRIC
+
+
+def check_metric(index: faiss.Index, manifest_metric: str, similarity: str, where: str) -> None:
+    """Refuse, at load time, an index whose scores would be distances (metric L2)."""
+    metric_of(similarity)
+    if manifest_metric != METRIC or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise IndexMismatchError(f"{where}: metric '{manifest_metric}' is not supported: densekit indexes use inner product")
 
 
 def _coarse_quantizer(dim: int, metric: int) -> faiss.Index:
@@ -216,11 +242,23 @@ def _sample(vectors: np.ndarray, size: int | None, seed: int) -> np.ndarray:
     return np.ascontiguousarray(vectors[np.sort(rows)])
 
 
-def ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
-    """The IndexIVF inside an index (through IndexPreTransform), or None."""
+def core_index(index: faiss.Index) -> faiss.Index:
+    """The index that holds the vectors, under any IDMap / pre-transform / refine wrappers,
+    downcast to its own type (IndexIVFPQ, IndexHNSWFlat, IndexFlat...). The one place that
+    unwraps faiss indexes."""
     inner = faiss.downcast_index(index)
-    if isinstance(inner, faiss.IndexPreTransform):
-        inner = faiss.downcast_index(inner.index)
+    while True:
+        if isinstance(inner, (faiss.IndexIDMap, faiss.IndexPreTransform)):
+            inner = faiss.downcast_index(inner.index)
+        elif isinstance(inner, faiss.IndexRefine):
+            inner = faiss.downcast_index(inner.base_index)
+        else:
+            return inner
+
+
+def ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
+    """The IndexIVF inside an index (through its wrappers), or None."""
+    inner = core_index(index)
     return inner if isinstance(inner, faiss.IndexIVF) else None
 
 
@@ -238,7 +276,7 @@ def train_index(index: faiss.Index, vectors: np.ndarray, params: dict[str, Any] 
         need = ivf.nlist
         if len(sample) < need:
             raise ConfigError("build_params.nlist", f"nlist={need} needs at least {need} training vectors, got {len(sample)}")
-        pq = getattr(faiss.downcast_index(ivf), "pq", None)
+        pq = getattr(ivf, "pq", None)
         if pq is not None and len(sample) < pq.ksub:
             raise ConfigError(
                 "build_params.pq_nbits",
@@ -301,21 +339,13 @@ def apply_defaults(index: faiss.Index, search_params: dict[str, Any]) -> None:
     plain faiss searches the way the manifest says."""
     if "nprobe" in search_params and (ivf := ivf_of(index)) is not None:
         ivf.nprobe = int(search_params["nprobe"])
-    if "ef_search" in search_params:
-        inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
-        inner = faiss.downcast_index(inner)
-        if isinstance(inner, faiss.IndexHNSW):
-            inner.hnsw.efSearch = int(search_params["ef_search"])
+    if "ef_search" in search_params and isinstance(inner := core_index(index), faiss.IndexHNSW):
+        inner.hnsw.efSearch = int(search_params["ef_search"])
 
 
 def require_removable(index: faiss.Index, kind: str) -> None:
     """HNSW graphs cannot drop vectors; say so before faiss fails deep inside with a RuntimeError."""
-    from densekit.errors import InvalidInputError
-
-    inner = faiss.downcast_index(index)
-    if isinstance(inner, faiss.IndexIDMap):
-        inner = faiss.downcast_index(inner.index)
-    if isinstance(inner, faiss.IndexHNSW):
+    if isinstance(core_index(index), faiss.IndexHNSW):
         raise InvalidInputError(f"a '{kind}' index cannot remove or replace documents; rebuild it, or use kind flat/ivf/ivfpq")
 
 
@@ -325,14 +355,7 @@ def search_parameters(index: faiss.Index, params: dict[str, Any] | None) -> fais
     query never mutates the shared index (safe under concurrent searches)."""
     if not params:
         return None
-    outer = faiss.downcast_index(index)
-    wrapped = None
-    inner = outer
-    if isinstance(outer, faiss.IndexIDMap):
-        inner = faiss.downcast_index(outer.index)
-    if isinstance(inner, faiss.IndexPreTransform):
-        wrapped = inner
-        inner = faiss.downcast_index(inner.index)
+    inner = core_index(index)
     sp: faiss.SearchParameters | None = None
     if isinstance(inner, faiss.IndexIVF) and "nprobe" in params:
         sp = faiss.SearchParametersIVF()
@@ -342,7 +365,7 @@ def search_parameters(index: faiss.Index, params: dict[str, Any] | None) -> fais
         sp.efSearch = int(params["ef_search"])
     if sp is None:
         return None
-    if wrapped is not None:
+    if isinstance(faiss.downcast_index(index), faiss.IndexPreTransform):
         outer_sp = faiss.SearchParametersPreTransform()
         outer_sp.index_params = sp
         outer_sp.referenced_objects = [sp]  # keep the inner object alive as long as the outer one
@@ -371,11 +394,7 @@ def describe(index: faiss.Index) -> str:
 def bytes_per_vector(index: faiss.Index, dim: int) -> float:
     """Bytes of the stored code of one vector (the compression figure: 16 for PQ16x8). Ids,
     centroids and graph links are counted by index_bytes_per_vector."""
-    outer = faiss.downcast_index(index)
-    if isinstance(outer, faiss.IndexIDMap):
-        outer = faiss.downcast_index(outer.index)
-    if isinstance(outer, faiss.IndexPreTransform):
-        outer = faiss.downcast_index(outer.index)
+    outer = core_index(index)
     if isinstance(outer, faiss.IndexIVF):
         return float(outer.code_size)
     if isinstance(outer, faiss.IndexHNSW):

@@ -37,7 +37,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,10 @@ import faiss
 import numpy as np
 
 from densekit.errors import ConfigError, DocumentNotFoundError, IndexCorruptError, InvalidInputError
-from densekit.index.dense_index import DenseIndex
+from densekit.index.dense_index import DenseIndex, FrozenIndex
 from densekit.index.docstore import DocStore
+from densekit.index.faiss_kinds import ivf_of
+from densekit.index.manifest import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +162,14 @@ def recover_folder(folder: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def check_index_folder(folder: Path) -> None:
+    """Raise IndexCorruptError unless `folder` is an index folder, or one whose snapshot rename
+    was interrupted (recover_folder puts it back). Creates nothing."""
+    if not folder.exists() and any(folder.parent.glob(f".{folder.name}.old-*")):
+        return
+    read_manifest(folder)
+
+
 def accepts_removal(index: faiss.Index) -> bool:
     """Whether faiss can remove ids from this index (flat, IVF, PQ yes; HNSW, NSG no).
 
@@ -170,6 +180,17 @@ def accepts_removal(index: faiss.Index) -> bool:
     except RuntimeError:
         return False
     return True
+
+
+@dataclass
+class PendingSnapshot:
+    """A snapshot between its copy (begin_snapshot) and its write (finish_snapshot)."""
+
+    seq: int  # last log record it contains
+    records: int  # log records it covers that no earlier snapshot did
+    old_segments: list[Path]  # log segments it makes redundant once written
+    frozen: FrozenIndex
+    copy_s: float
 
 
 @dataclass
@@ -184,7 +205,9 @@ class LiveStats:
 
 class LiveIndex:
     """A DenseIndex that accepts upserts and deletes durably. Not thread-safe by itself: the
-    service calls it from one index thread (reads and writes alike)."""
+    service calls it from one index thread (reads and writes alike). Only the writing of a
+    snapshot's files runs on a thread of its own, from an in-memory copy, so that searches
+    never wait for the disk (snapshot_in_background)."""
 
     def __init__(
         self, index: DenseIndex, folder: Path, wal_dir: Path, lock_fd: int, snapshot_every: int = 1000, snapshot_interval_s: float = 300.0
@@ -200,6 +223,10 @@ class LiveIndex:
         self._segment: Any = None
         self._mutex = threading.RLock()
         self.failed: str | None = None  # set when the log cannot be written: writes stop
+        self._snapshot_running = False
+        self._snapshot_thread: threading.Thread | None = None
+        # Called on the snapshot-writing thread before it writes (tests use it to slow a snapshot down).
+        self.snapshot_hook: Callable[[], None] | None = None
 
     # ---- open ---------------------------------------------------------------------------
     @classmethod
@@ -208,6 +235,7 @@ class LiveIndex:
     ) -> LiveIndex:
         folder = Path(folder)
         wal_dir = Path(wal_dir) if wal_dir else default_wal_dir(folder)
+        check_index_folder(folder)  # before creating anything: a mistyped path leaves no trace
         wal_dir.mkdir(parents=True, exist_ok=True)
         lock_fd = os.open(wal_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -358,33 +386,84 @@ class LiveIndex:
     # ---- snapshots ----------------------------------------------------------------------
     def snapshot_due(self) -> bool:
         s = self.stats
-        if s.records_since_snapshot == 0:
+        if s.records_since_snapshot == 0 or self._snapshot_running:
             return False
         return s.records_since_snapshot >= self.snapshot_every or time.monotonic() - s.last_snapshot_at >= self.snapshot_interval_s
 
-    def snapshot(self) -> bool:
-        """Save the index folder (atomic) including everything logged so far, then drop the
-        log segments it covers. Returns False when there was nothing new."""
+    def begin_snapshot(self) -> PendingSnapshot | None:
+        """The short part of a snapshot, on the thread that owns the index: start a fresh log
+        segment and copy the index in memory (DenseIndex.freeze). None when there is nothing
+        new, writes have failed, or a snapshot is already being written."""
         with self._mutex:
-            if self.stats.records_since_snapshot == 0 or self.failed:
-                return False
+            if self.stats.records_since_snapshot == 0 or self.failed or self._snapshot_running:
+                return None
             t0 = time.perf_counter()
-            seq = self.stats.seq
             # A fresh segment first: a crash at any later point leaves the old snapshot plus
             # all old segments, which replay to the same state.
             old_segments = _segments(self.wal_dir)
             self._new_segment()
-            self.index.manifest.extra["wal_seq"] = seq
-            self.index.save(self.folder)
-            for seg in old_segments:
+            self.index.manifest.extra["wal_seq"] = self.stats.seq
+            frozen = self.index.freeze()
+            self._snapshot_running = True
+            return PendingSnapshot(self.stats.seq, self.stats.records_since_snapshot, old_segments, frozen, time.perf_counter() - t0)
+
+    def finish_snapshot(self, pending: PendingSnapshot) -> bool:
+        """The long part, on any thread: write the copy as the index folder (atomic), then drop
+        the log segments it covers. Searches and writes go on meanwhile; writes land in the
+        new segment, so nothing acknowledged is lost whenever a crash comes."""
+        try:
+            if self.snapshot_hook is not None:
+                self.snapshot_hook()
+            t0 = time.perf_counter()
+            pending.frozen.write(self.folder)
+            for seg in pending.old_segments:
                 seg.unlink(missing_ok=True)
             _fsync_dir(self.wal_dir)
-            self.stats.snapshot_seq = seq
-            self.stats.records_since_snapshot = 0
-            self.stats.last_snapshot_at = time.monotonic()
-            self.stats.snapshots += 1
-            log.info("snapshot of %s at log record %d in %.1f ms", self.folder, seq, (time.perf_counter() - t0) * 1000)
+            with self._mutex:
+                self.stats.snapshot_seq = pending.seq
+                self.stats.records_since_snapshot -= pending.records
+                self.stats.last_snapshot_at = time.monotonic()
+                self.stats.snapshots += 1
+            log.info(
+                "snapshot of %s at log record %d: %.1f ms copying on the index thread, %.1f ms writing",
+                self.folder,
+                pending.seq,
+                pending.copy_s * 1000,
+                (time.perf_counter() - t0) * 1000,
+            )
             return True
+        finally:
+            pending.frozen.docstore.close()
+            with self._mutex:
+                self._snapshot_running = False
+
+    def snapshot(self) -> bool:
+        """Snapshot now and wait for it (after any snapshot already being written). Returns
+        False when there was nothing new."""
+        self.wait_for_snapshot()
+        pending = self.begin_snapshot()
+        return self.finish_snapshot(pending) if pending is not None else False
+
+    def snapshot_in_background(self) -> bool:
+        """Copy the index now, write it on a thread of its own; True when one was started."""
+        pending = self.begin_snapshot()
+        if pending is None:
+            return False
+        self._snapshot_thread = threading.Thread(target=self._write_in_background, args=(pending,), name="densekit-snapshot", daemon=True)
+        self._snapshot_thread.start()
+        return True
+
+    def _write_in_background(self, pending: PendingSnapshot) -> None:
+        try:
+            self.finish_snapshot(pending)
+        except Exception:  # the log still holds every record; the next snapshot tries again
+            log.exception("snapshot of %s failed", self.folder)
+
+    def wait_for_snapshot(self, timeout: float | None = None) -> None:
+        """Wait for a snapshot being written in the background, if any."""
+        thread = self._snapshot_thread
+        if thread is not None:
+            thread.join(timeout)
 
     # ---- checks and shutdown ------------------------------------------------------------
     def check_consistent(self) -> None:
@@ -412,6 +491,7 @@ class LiveIndex:
         }
 
     def close(self, snapshot: bool = True) -> None:
+        self.wait_for_snapshot()
         with self._mutex:
             if snapshot:
                 try:
@@ -429,13 +509,11 @@ class LiveIndex:
 
 def faiss_ids(index: faiss.Index) -> set[int] | None:
     """The ids an IDMap-wrapped index holds (None when the index keeps no id map)."""
-    inner = faiss.downcast_index(index)
-    if isinstance(inner, faiss.IndexIDMap):
-        return {int(x) for x in faiss.vector_to_array(inner.id_map)}
-    ivf = None
-    try:
-        ivf = faiss.extract_index_ivf(inner)
-    except RuntimeError:
+    outer = faiss.downcast_index(index)
+    if isinstance(outer, faiss.IndexIDMap):
+        return {int(x) for x in faiss.vector_to_array(outer.id_map)}
+    ivf = ivf_of(index)
+    if ivf is None:
         return None
     invlists = ivf.invlists
     out: set[int] = set()

@@ -1,1 +1,1 @@
-"""The HTTP service (FastAPI). Build it with service.app.create_app()."""
+"""The HTTP service (FastAPI). Build it with densekit.service.app.create_app()."""

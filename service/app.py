@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
         log.info(
             "densekit ready",
             extra={
-                "model": loaded.encoder.name,
+                "model": loaded.encoder.name if loaded.encoder is not None else None,
                 "documents": len(loaded.index) if loaded.index is not None else None,
                 "reranker": getattr(loaded.reranker, "name", None),
                 "live_updates": loaded.live is not None,

@@ -1,23 +1,44 @@
-"""Checks shared by the routes: readiness, and the client-side limits of DESIGN.md
-(400 empty input, 413 too many or too long inputs)."""
+"""Checks shared by the routes: readiness, and the client-side limits of the HTTP API
+(docs/architecture.md): 400 empty input, 413 too many or too long inputs."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fastapi import Request
 
-from densekit.service.engines import Timings
+from densekit.encoder import Encoder
+from densekit.index.dense_index import DenseIndex
+from densekit.index.live import LiveIndex
+from densekit.rerankers import Reranker
+from densekit.service.engines import EmbedEngine, IndexEngine, RerankEngine, Timings
 from densekit.service.errors import ApiError, empty_input, not_ready
 from densekit.service.middleware import timings_of
 from densekit.service.state import ServiceState
 from densekit.settings import Settings
 
 
-def ready_state(request: Request) -> ServiceState:
+@dataclass(frozen=True)
+class Ready:
+    """A loaded service as a request sees it: the encoder and its engine are always there;
+    the index and the reranker only when the server was started with them."""
+
+    encoder: Encoder
+    embed: EmbedEngine
+    index: DenseIndex | None
+    search: IndexEngine | None
+    live: LiveIndex | None
+    reranker: Reranker | None
+    rerank: RerankEngine | None
+
+
+def ready_state(request: Request) -> Ready:
+    """The loaded service, or 503 while models load (or failed to)."""
     state: ServiceState | None = request.app.state.dk
-    if state is None or not state.ready:
+    if state is None or not state.ready or state.encoder is None or state.embed is None:
         detail = "; ".join(state.errors) if state is not None and state.errors else "models are still loading"
         raise not_ready(detail)
-    return state
+    return Ready(state.encoder, state.embed, state.index, state.search, state.live, state.reranker, state.rerank)
 
 
 def settings_of(request: Request) -> Settings:

@@ -241,11 +241,6 @@ class IndexEngine:
         timings.add("search", job.run_ms)
         return doc
 
-    async def snapshot(self) -> bool:
-        if self.live is None:
-            return False
-        return await self.batcher.run_in_thread(self.live.snapshot)
-
     def _run(self, jobs: list[Any]) -> list[Any]:
         out: list[Any] = [None] * len(jobs)
         writes = [i for i, j in enumerate(jobs) if isinstance(j, (Upsert, Delete))]
@@ -261,7 +256,8 @@ class IndexEngine:
                 docs = self.index.documents(list(rows.values()))
                 out[i] = next(iter(docs.values()), None)
         if self.live is not None and self.live.snapshot_due():
-            self.live.snapshot()
+            # Copies the index here (memory speed); the files are written on another thread.
+            self.live.snapshot_in_background()
         return out
 
     def _searches(self, jobs: list[Any], out: list[Any]) -> None:

@@ -1,6 +1,6 @@
 """One error shape for every failure: {"error": message, "error_type": kind}, with the
-HTTP status DESIGN.md assigns (400 empty input, 401 auth, 413 too large, 422 validation,
-429 overloaded, 503 not ready), plus 404 for an unknown document and 409 for an update the
+HTTP status listed in docs/architecture.md ("HTTP API"): 400 empty input, 401 auth, 413 too
+large, 422 validation, 429 overloaded, 503 not ready, 404 unknown document, 409 an update the
 index kind cannot do."""
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from densekit.encoder import Encoder
 from densekit.errors import ConfigError, IndexMismatchError
 from densekit.index.dense_index import DenseIndex, load_index
 from densekit.index.live import LiveIndex
+from densekit.rerankers import Reranker
+from densekit.service.engines import EmbedEngine, IndexEngine, RerankEngine
 from densekit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,13 +26,13 @@ class ServiceState:
     settings: Settings
     encoder: Encoder | None = None
     index: DenseIndex | None = None
-    reranker: object | None = None
+    reranker: Reranker | None = None
     live: LiveIndex | None = None
     errors: list[str] = field(default_factory=list)
-    # Set by the app once the event loop runs (service.app.attach_engines).
-    embed: object | None = None
-    rerank: object | None = None
-    search: object | None = None
+    # Set by the app once the event loop runs (densekit.service.app.attach_engines).
+    embed: EmbedEngine | None = None
+    rerank: RerankEngine | None = None
+    search: IndexEngine | None = None
 
     @property
     def ready(self) -> bool:
@@ -39,7 +41,7 @@ class ServiceState:
 
 def cpu_threads(settings: Settings) -> int | None:
     """Intra-op threads for CPU inference: `torch_threads`, or None for torch's default (all
-    cores). Under the CPU lock all cores gave 1.4-1.8x the /embed throughput of one thread;
+    cores). On a machine with no other load all cores gave 1.4-1.8x the /embed throughput of one thread;
     one thread only won while other processes shared the cores (BENCHMARKS.md)."""
     return settings.torch_threads or None
 
@@ -71,7 +73,7 @@ def load_state(settings: Settings) -> ServiceState:
         # Queries must be encoded by the index's own encoder unless the operator says otherwise.
         if "model" not in settings.model_fields_set:
             model = state.index.manifest.encoder.path or state.index.manifest.encoder.name
-    state.encoder = Encoder(model, device=settings.device, dtype=settings.dtype, batch_size=settings.batch_size)
+    state.encoder = Encoder.from_settings(settings, model=model)
     if state.index is not None and state.encoder.dim != state.index.dim:
         raise IndexMismatchError(f"encoder dim {state.encoder.dim} != index dim {state.index.dim}")
     if state.index is not None:  # GPU copy for search when faiss has GPU support (settings.faiss_device)

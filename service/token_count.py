@@ -25,6 +25,8 @@ class TokenCounter:
         if tok is None:
             from tokenizers import Tokenizer
 
+            if self._spec is None:
+                raise RuntimeError("no fast-tokenizer spec to count with")  # count() estimates instead
             tok = Tokenizer.from_str(self._spec)
             # Counts are of the full text: the caller decides whether past max_length is an
             # error (TEI's truncate=false) or is cut.

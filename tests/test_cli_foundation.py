@@ -81,3 +81,61 @@ def test_unknown_dataset_name(tmp_path):
     env = {**os.environ, "DENSEKIT_DATA_DIR": str(tmp_path)}
     p = subprocess.run([*DENSEKIT, "data", "info", "nosuchset"], capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 2 and "nosuchset" in p.stderr and "Traceback" not in p.stderr
+
+
+# ---- densekit serve: flags generated from the settings ---------------------------------------
+def test_every_setting_has_a_serve_flag_with_its_description():
+    import re
+
+    from densekit.cli.serve_cmd import flag_name
+    from densekit.settings import Settings
+
+    result = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.replace("│", " ").split())
+    for field, info in Settings.model_fields.items():
+        assert re.search(rf"{flag_name(field)}(?![\w-])", text), f"no flag for setting {field}"
+        assert info.description and " ".join(info.description.split())[:40] in text, f"no help for {field}"
+    for old in ("--index", "--api-key", "--cors-origin", "--read-only", "--log-text"):  # documented spellings
+        assert re.search(rf"{old}(?![\w-])", text), old
+
+
+def test_serve_flags_reach_the_apps_settings(tiny_st_model_dir, monkeypatch):
+    import httpx
+    from service_support import ServerProcess
+
+    monkeypatch.setenv("DENSEKIT_MAX_TOP_K", "5")  # a flag wins over the environment
+    monkeypatch.setenv("DENSEKIT_MAX_QUEUE", "33")  # the environment still counts where no flag is given
+    server = ServerProcess(
+        "--model",
+        str(tiny_st_model_dir),
+        "--device",
+        "cpu",
+        "--max-top-k",
+        "77",
+        "--snapshot-interval-s",
+        "7.5",
+        "--batch-size",
+        "5",
+        "--dtype",
+        "bfloat16",
+        "--torch-threads",
+        "1",
+        "--log-text",
+    )
+    try:
+        server.wait_ready()
+        info = httpx.get(server.url + "/info", timeout=10).json()
+    finally:
+        server.stop()
+    limits = info["limits"]
+    assert (limits["max_top_k"], limits["max_queue"], limits["snapshot_interval_s"], limits["batch_size"]) == (77, 33, 7.5, 5)
+    assert "bfloat16" in info["backend"]
+
+
+def test_serve_with_a_mistyped_index_path_creates_nothing(tmp_path):
+    p = subprocess.run(
+        [*DENSEKIT, "serve", "--index", str(tmp_path / "indx"), "--port", "1"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert p.returncode == 2 and "not found" in p.stderr and "Traceback" not in p.stderr
+    assert list(tmp_path.iterdir()) == []

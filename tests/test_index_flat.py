@@ -138,3 +138,94 @@ def test_embedding_cache_key_separates_half_precision(tiny_st_model_dir):
     assert cache_key(enc, ["a", "c"]) != fp32
     enc.model.to(torch.bfloat16)
     assert cache_key(enc, texts) != fp32
+
+
+# ---- temporary document stores of in-memory indexes -----------------------------------------
+@pytest.fixture()
+def temp_root(tmp_path, monkeypatch):
+    """tempfile's folder pointed at a fresh one, so a test sees every temporary folder made."""
+    import tempfile
+
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def _stores(root) -> list:
+    return sorted(root.glob("densekit-docstore-*"))
+
+
+def test_in_memory_index_removes_its_document_store_on_close_gc_and_with(temp_root):
+    import gc
+
+    idx, _ = make_index()
+    assert idx.temp_dir is not None and _stores(temp_root) == [idx.temp_dir]
+    idx.close()
+    assert _stores(temp_root) == [] and idx.temp_dir is None
+    idx.close()  # twice is harmless
+
+    idx, _ = make_index()
+    assert len(_stores(temp_root)) == 1
+    del idx
+    gc.collect()
+    assert _stores(temp_root) == []
+
+    with make_index()[0] as idx:
+        assert len(idx.search(np.ones((1, 8), dtype=np.float32), 3)[0]) == 3
+        assert len(_stores(temp_root)) == 1
+    assert _stores(temp_root) == []
+
+
+def test_saved_index_keeps_working_after_the_in_memory_one_is_closed(temp_root, tmp_path):
+    with make_index()[0] as idx:
+        idx.save(tmp_path / "ix")
+    assert _stores(temp_root) == []
+    with load_index(tmp_path / "ix") as back:
+        assert len(back) == 50 and back.temp_dir is None
+    assert (tmp_path / "ix" / "docstore.sqlite").is_file()
+
+
+def test_failed_build_leaves_no_temporary_folder(temp_root):
+    from densekit.errors import InvalidInputError
+
+    vecs = np.eye(3, 8, dtype=np.float32)
+    corpus = {"a": {"text": "x"}, "b": {"text": "y", "metadata": {"tags": {"not", "json"}}}, "c": {"text": "z"}}
+    with pytest.raises(InvalidInputError, match="metadata of document 'b'"):
+        DenseIndex.build(vecs, corpus, ["a", "b", "c"], EncoderSpec(name="t", dim=8))
+    assert list(temp_root.iterdir()) == []
+    with pytest.raises(InvalidInputError, match="not in the corpus"):
+        DenseIndex.build(vecs, corpus, ["a", "b", "zz"], EncoderSpec(name="t", dim=8))
+    assert list(temp_root.iterdir()) == []
+
+
+def test_evaluation_leaves_no_temporary_folder(temp_root, tiny_beir, tiny_st_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from densekit.cli.main import app
+    from densekit.data import load_beir
+    from densekit.encoder import Encoder
+    from densekit.eval.evaluate import evaluate_encoder
+
+    outcome = evaluate_encoder(Encoder(str(tiny_st_model_dir), device="cpu"), load_beir(tiny_beir, "test"), top_k=5, progress=False)
+    assert outcome.metrics["ndcg@10"] >= 0
+    assert _stores(temp_root) == []
+    args = ["eval", "--data", str(tiny_beir), "--split", "test", "--model", str(tiny_st_model_dir), "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert _stores(temp_root) == []
+
+
+# ---- metric ---------------------------------------------------------------------------------
+def test_distance_similarities_are_refused_at_build_and_load(tmp_path):
+    vecs = np.eye(3, 8, dtype=np.float32)
+    corpus = {d: {"text": d} for d in "abc"}
+    with pytest.raises(IndexMismatchError, match="similarity 'l2' is not supported"):
+        DenseIndex.build(vecs, corpus, list("abc"), EncoderSpec(name="t", dim=8, similarity="l2"))
+    with make_index()[0] as idx:
+        idx.save(tmp_path / "ix")
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    manifest["metric"] = "l2"
+    (tmp_path / "ix" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexMismatchError, match="metric 'l2' is not supported"):
+        load_index(tmp_path / "ix")

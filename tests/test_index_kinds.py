@@ -249,3 +249,28 @@ def test_cli_build_kind_params_and_info(tiny_beir, tiny_st_model_dir, tmp_path):
         ],
     )
     assert opq.exit_code != 0 and "OPQ needs more training vectors" in str(opq.exception or opq.output)
+
+
+@pytest.mark.parametrize(
+    "kind, core",
+    [
+        ("flat", faiss.IndexFlat),
+        ("ivf", faiss.IndexIVFFlat),
+        ("ivfpq", faiss.IndexIVFPQ),
+        ("opq-ivfpq", faiss.IndexIVFPQ),
+        ("hnsw", faiss.IndexHNSWFlat),
+    ],
+)
+def test_core_index_sees_through_every_wrapper(kind, core, data, tmp_path):
+    """One unwrapping function serves every kind, fresh and reloaded from disk."""
+    with build(kind, data) as idx:
+        idx.save(tmp_path / kind)
+    with DenseIndex.load(tmp_path / kind) as idx:
+        inner = faiss_kinds.core_index(idx.faiss)
+        assert isinstance(inner, core)
+        ivf = faiss_kinds.ivf_of(idx.faiss)
+        assert isinstance(ivf, core) if kind in faiss_kinds.IVF_KINDS else ivf is None
+        if ivf is not None:
+            assert ivf.nprobe == BUILD[kind][1]["nprobe"]  # apply_defaults reached it through the wrappers
+    refine = faiss.IndexRefineFlat(faiss_kinds.make_index(kind, DIM, BUILD[kind][0], n_train=N))
+    assert isinstance(faiss_kinds.core_index(refine), core)

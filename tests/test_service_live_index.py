@@ -169,3 +169,86 @@ def test_ivf_removal_and_id_set(tmp_path):
     assert faiss_ids(ivf) == {0, 1, 2, 3}
     ivf.remove_ids(np.array([2], dtype=np.int64))
     assert faiss_ids(ivf) == {0, 1, 3}
+
+
+def test_mistyped_index_path_creates_nothing(tmp_path):
+    with pytest.raises(IndexCorruptError, match="not found"):
+        LiveIndex.open(tmp_path / "nope")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_search_during_a_snapshot_does_not_wait_for_it(folder):
+    """The service's index thread copies the index and hands the file writing to another
+    thread: a search sent while a (deliberately slow) snapshot is being written is answered
+    before the snapshot finishes, and a write acknowledged meanwhile survives a crash."""
+    import asyncio
+    import statistics
+    import time
+
+    from densekit.service.engines import IndexEngine, Timings
+    from densekit.service.metrics import ServiceMetrics
+    from densekit.settings import Settings
+
+    live = LiveIndex.open(folder, snapshot_every=1)
+    engine = IndexEngine(live.index, live, Settings(), ServiceMetrics())
+    query = _vec(1)
+
+    async def search() -> tuple[list, float]:
+        t0 = time.monotonic()
+        hits = await engine.search(query, 3, {}, Timings())
+        return hits, time.monotonic() - t0
+
+    async def scenario() -> dict:
+        engine.batcher.start()
+        try:
+            usual = statistics.median([(await search())[1] for _ in range(7)])
+            hold = max(2.0, 50 * usual)  # the snapshot writer sleeps this long: far beyond a search
+            started = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def slow_writer() -> None:
+                loop.call_soon_threadsafe(started.set)
+                time.sleep(hold)
+
+            live.snapshot_hook = slow_writer
+            await engine.write(Upsert(_docs("a"), _vec(1)), Timings())  # snapshot_every=1: due now
+            await asyncio.wait_for(started.wait(), 30)
+            hits, during = await search()
+            searched_at = time.monotonic()
+            written = await engine.write(Upsert(_docs("b"), _vec(2)), Timings())
+            await asyncio.to_thread(live.wait_for_snapshot, 60)
+            return {"usual": usual, "during": during, "searched_at": searched_at, "hits": hits, "written": written}
+        finally:
+            await engine.batcher.stop()
+
+    out = asyncio.run(scenario())
+    assert live.stats.snapshots == 1
+    assert out["searched_at"] < live.stats.last_snapshot_at, (
+        f"a search during the snapshot took {out['during']:.3f} s (usually {out['usual']:.4f} s): it waited for the snapshot"
+    )
+    assert out["hits"][0][0].id == "a"  # the write just before the snapshot is visible
+    assert out["written"].seq == 2
+    live.close(snapshot=False)  # as after kill -9
+    on_disk = load_index(folder)
+    assert on_disk.manifest.extra["wal_seq"] == 1 and len(on_disk) == 6  # the snapshot holds "a", not "b"
+    on_disk.close()
+    again = LiveIndex.open(folder)
+    assert again.stats.replayed == 1 and {"a", "b"} <= set(_state(again))
+    again.close(snapshot=False)
+
+
+def test_failed_background_snapshot_keeps_the_log(folder):
+    live = LiveIndex.open(folder, snapshot_every=1)
+
+    def broken() -> None:
+        raise OSError("disk full")
+
+    live.snapshot_hook = broken
+    live.write([Upsert(_docs("a"), _vec(1))])
+    assert live.snapshot_due() and live.snapshot_in_background()
+    live.wait_for_snapshot(30)
+    assert live.stats.snapshots == 0 and live.stats.records_since_snapshot == 1 and live.snapshot_due()
+    live.close(snapshot=False)
+    again = LiveIndex.open(folder)
+    assert again.stats.replayed == 1 and "a" in _state(again)
+    again.close()

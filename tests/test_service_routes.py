@@ -1,4 +1,4 @@
-"""Every route of DESIGN.md's HTTP API and every error code, with and without API keys
+"""Every route of the HTTP API (docs/architecture.md) and every error code, with and without API keys
 (tiny random bi-encoder, six-document index, a fake reranker)."""
 
 from __future__ import annotations

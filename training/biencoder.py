@@ -28,13 +28,12 @@ from typing import Any
 
 from densekit.atomic import atomic_dir, write_json_atomic
 from densekit.errors import ConfigError, ModelLoadError
+from densekit.eval.report import headline
 from densekit.training.biencoder_config import BiEncoderRunConfig, check_paths
 from densekit.training.curves import plot_loss_curve, write_training_log
 from densekit.training.run_config import write_resolved_config
 
 log = logging.getLogger(__name__)
-
-HEADLINE = ("ndcg@10", "recall@100", "mrr@10", "auc_global", "auc_per_query")
 
 
 @dataclass
@@ -72,7 +71,7 @@ def _evaluate(model_path: str, dataset, cfg: BiEncoderRunConfig, device: str, ou
     from densekit.eval.evaluate import evaluate_encoder
     from densekit.eval.report import write_report
 
-    enc = Encoder(model_path, device=device, max_seq_length=cfg.eval.max_seq_length)
+    enc = Encoder.from_settings(model=model_path, device=device, max_seq_length=cfg.eval.max_seq_length)
     outcome = evaluate_encoder(enc, dataset, top_k=cfg.eval.top_k, progress=progress)
     info = {
         "dataset": dataset.name,
@@ -115,7 +114,9 @@ def collect_pairs(
                 from densekit.encoder import Encoder
 
                 t0 = time.perf_counter()
-                enc = Encoder(base_model_path, device=device, batch_size=cfg.mining.batch_size, max_seq_length=cfg.eval.max_seq_length)
+                enc = Encoder.from_settings(
+                    model=base_model_path, device=device, batch_size=cfg.mining.batch_size, max_seq_length=cfg.eval.max_seq_length
+                )
                 mc = cfg.mining
                 params = MiningParams(mc.rank_start, mc.rank_end, mc.margin, mc.num_negatives, mc.sampling, cfg.seed, mc.fill_short)
                 beir_pairs, stats = mine_hard_negatives(enc, ds, beir_pairs, params, progress=progress)
@@ -184,8 +185,8 @@ def run_biencoder(
         "device": dev,
         "data": notes,
         "train": train_info,
-        "before": {k: before[k] for k in HEADLINE if k in before} if before else None,
-        "after": {k: after[k] for k in HEADLINE if k in after} if after else None,
+        "before": headline(before) if before else None,
+        "after": headline(after) if after else None,
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     write_json_atomic(out_dir / "summary.json", summary)

@@ -24,6 +24,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from densekit.errors import ConfigError
+from densekit.settings import DEFAULT_MODEL
 from densekit.training.run_config import StrictConfig, TrainingSourceConfig
 
 _Strict = StrictConfig
@@ -45,7 +46,7 @@ class MiningConfig(_Strict):
         description="queries left with too few negatives get random corpus documents (none: they are dropped when data.num_negatives > 0)",
     )
     reuse: str | None = Field(None, description="load this mined JSONL instead of mining again")
-    batch_size: PositiveInt = Field(64, description="encoding batch size")
+    batch_size: PositiveInt | None = Field(None, description="encoding batch size (default: the batch_size setting, DENSEKIT_BATCH_SIZE)")
 
     @model_validator(mode="after")
     def _window(self):
@@ -98,7 +99,7 @@ class EvalConfig(_Strict):
 
 
 class BiEncoderRunConfig(_Strict):
-    model: str = Field("all-MiniLM-L6-v2", description="base bi-encoder: hub name or local folder")
+    model: str = Field(DEFAULT_MODEL, description="base bi-encoder: hub name or local folder")
     output_dir: str
     seed: int = 42
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")

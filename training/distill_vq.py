@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from densekit.errors import ConfigError
+from densekit.index.faiss_kinds import core_index
 
 
 def straight_through_onehot(logits: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
@@ -90,7 +91,7 @@ class IVFPQQuantizer(nn.Module):
             if not isinstance(vt, faiss.LinearTransform) or vt.d_in != vt.d_out or vt.have_bias:
                 raise ConfigError("start_index", f"unsupported pre-transform {type(vt).__name__} (expected an OPQ rotation)")
             rotation = torch.from_numpy(faiss.vector_to_array(vt.A).reshape(vt.d_out, vt.d_in).copy())
-            outer = faiss.downcast_index(outer.index)
+        outer = core_index(index)
         if not isinstance(outer, faiss.IndexIVFPQ):
             raise ConfigError("start_index", f"Distill-VQ starts from an IVF-PQ index, got {type(outer).__name__}")
         if outer.metric_type != faiss.METRIC_INNER_PRODUCT or not outer.by_residual:

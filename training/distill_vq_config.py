@@ -46,7 +46,7 @@ class DistillTrain(_Strict):
     batch_size: int = Field(32, ge=1, description="queries per step")
     teacher_topk: int = Field(32, ge=1, description="teacher's top-k documents of every query join the candidates")
     random_negatives: int = Field(128, ge=0, description="random corpus documents added to each step's candidates")
-    # Defaults chosen on a dev split of SciFact train queries (BENCHMARKS.md, issue 5).
+    # Defaults chosen on a dev split of SciFact train queries (BENCHMARKS.md, "Compressed indexes").
     lr_codebooks: float = Field(1e-3, gt=0)
     lr_centroids: float = Field(1e-3, gt=0)
     lr_schedule: Literal["constant", "linear"] = Field("linear", description="linear: decay both learning rates to 0 over the run")

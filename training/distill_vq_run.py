@@ -101,7 +101,7 @@ def run_distill(
     folder = resolve_data(cfg.data)
     corpus = load_corpus(folder)
     texts = training_queries(folder, corpus, cfg.queries, cfg.seed)  # fail on bad queries before encoding
-    enc = Encoder(cfg.model, device=dev)
+    enc = Encoder.from_settings(model=cfg.model, device=dev)
     doc_ids = list(corpus.keys())
     doc_vecs = encode_corpus(enc, corpus, doc_ids, progress=progress)
     query_vecs = enc.encode_queries(texts, progress=progress)
@@ -132,7 +132,8 @@ def run_distill(
     idx.manifest.extra["source"] = str(folder)
     idx.manifest.extra["distill_history"] = history.as_dict()
     out = Path(cfg.out)
-    idx.save(out)
+    with idx:
+        idx.save(out)
     write_resolved_config(cfg, out, {"device": dev})
     write_text_atomic(out / "distill_history.json", json.dumps(history.as_dict(), indent=2) + "\n")
     assert faiss_kinds.describe(idx.faiss)

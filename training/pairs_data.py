@@ -16,7 +16,7 @@ from densekit.data.beir import BeirDataset, document_text
 from densekit.data.pairs import TrainingPair, load_pairs
 
 
-def pairs_from_beir(dataset: BeirDataset, min_grade: int = 1, max_queries: int | None = None, seed: int = 0) -> list[TrainingPair]:
+def pairs_from_beir(dataset: BeirDataset, min_grade: int = 1, max_queries: int | None = None, seed: int = 0) -> list[BeirPair]:
     """One pair per query with a judged positive (grade >= min_grade); document ids are
     kept in `pos_ids` so mining can exclude every judged positive."""
     qids = sorted(q for q, judged in dataset.qrels.items() if any(g >= min_grade and d in dataset.corpus for d, g in judged.items()))

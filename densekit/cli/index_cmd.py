@@ -82,15 +82,16 @@ def build(
         _build_distilled(folder, out, model or s.model, build_params, search_params, device or s.device)
         return
     corpus = load_corpus(folder)
-    enc = Encoder(model or s.model, device=device or s.device, batch_size=batch_size or s.batch_size, dtype=s.dtype)
+    enc = Encoder.from_settings(s, model=model, device=device, batch_size=batch_size)
     t0 = time.perf_counter()
-    idx = build_from_corpus(enc, corpus, kind=kind, build_params=build_params, search_params=search_params)
-    idx.manifest.extra["source"] = str(folder)
-    idx.manifest.extra["total_build_s"] = round(time.perf_counter() - t0, 3)
-    idx.save(out)
+    with build_from_corpus(enc, corpus, kind=kind, build_params=build_params, search_params=search_params) as idx:
+        idx.manifest.extra["source"] = str(folder)
+        idx.manifest.extra["total_build_s"] = round(time.perf_counter() - t0, 3)
+        idx.save(out)
+        n_docs = len(idx)
     m = idx.manifest
     console.print(
-        f"index written: {out} ({len(idx)} documents, kind={kind}, {m.faiss_description}, "
+        f"index written: {out} ({n_docs} documents, kind={kind}, {m.faiss_description}, "
         f"{m.bytes_per_vector:g} B/vector, faiss build {m.build_time_s:.1f}s, total {time.perf_counter() - t0:.1f}s)"
     )
 
@@ -123,8 +124,8 @@ def info(
     extra.index_bytes_per_vector (whole index), build_time_s, build and search params."""
     from densekit.index.dense_index import load_index
 
-    idx = load_index(index_dir)
-    m = idx.manifest
+    with load_index(index_dir) as idx:
+        m = idx.manifest
     if not summary:
         typer.echo(json.dumps(m.model_dump(mode="json"), indent=2))
         return

@@ -38,7 +38,7 @@ def mine(
     data: str = typer.Option(..., "--data", help="BEIR folder or name under DENSEKIT_DATA_DIR"),
     out: str = typer.Option(..., "--out", help="mined pairs JSONL to write ({query, pos, neg, qid, pos_ids, neg_ids})"),
     split: str = typer.Option("train", "--split", help="qrels split whose queries get negatives"),
-    model: str = typer.Option("all-MiniLM-L6-v2", "--model", help="bi-encoder that retrieves the candidates"),
+    model: str = typer.Option(None, "--model", help="bi-encoder that retrieves the candidates (default: DENSEKIT_MODEL)"),
     rank_start: int = typer.Option(10, "--rank-start", help="first rank (0-based) of the candidate window"),
     rank_end: int = typer.Option(100, "--rank-end", help="end (exclusive) of the candidate window"),
     margin: float = typer.Option(0.05, "--margin", help="skip candidates scoring above best-positive score minus this"),
@@ -63,7 +63,7 @@ def mine(
     if sampling not in ("random", "top"):
         raise ConfigError("--sampling", "use random or top")
     ds = load_beir(resolve_data(data), split)
-    enc = Encoder(model, device=device or "auto")
+    enc = Encoder.from_settings(model=model, device=device)
     pairs, stats = mine_hard_negatives(
         enc, ds, pairs_from_beir(ds, seed=seed), MiningParams(rank_start, rank_end, margin, num_negatives, sampling, seed, fill_short)
     )

@@ -20,7 +20,7 @@ GUIDE = Path(__file__).with_name("guide.md")
 
 def carried_corpus(dest: Path) -> Path:
     """Write densekit's own guide as a BEIR corpus, one passage per section paragraph."""
-    passages = []
+    passages: list[dict[str, str]] = []
     title = "densekit"
     for block in GUIDE.read_text(encoding="utf-8").split("\n\n"):
         block = block.strip()
@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         data = choose_data(args.out)
         print(f"building the demo index from {data} (a few minutes on a CPU)")
         s = Settings()
-        idx = build_from_corpus(Encoder(s.model, device=s.device, batch_size=s.batch_size), load_corpus(data))
-        idx.manifest.extra["source"] = str(data)
-        idx.save(index_dir)
+        with build_from_corpus(Encoder.from_settings(s), load_corpus(data)) as idx:
+            idx.manifest.extra["source"] = str(data)
+            idx.save(index_dir)
     except DensekitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

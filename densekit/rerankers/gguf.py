@@ -52,7 +52,7 @@ def convert_gguf(gguf: str | Path, cache_dir: str | Path | None = None) -> Path:
         raise ModelLoadError(f"cannot read GGUF {gguf}: {exc}") from None
     # The tensors are already dequantised to float; drop the GGUF "quantizer" marker so the
     # model saves (and later loads) as an ordinary float checkpoint.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # transformers types it as always set
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     with atomic_dir(out) as tmp:

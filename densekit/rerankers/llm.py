@@ -138,7 +138,7 @@ class LLMReranker:
             raise
         except Exception as exc:
             raise ModelLoadError(f"cannot load LLM reranker '{name_or_path}': {exc}") from None
-        model.to(dev).eval()
+        model.to(dev).eval()  # type: ignore[arg-type]  # transformers' wrapper on .to() hides its signature
         return cls(
             model,
             tokenizer,

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
 
 from densekit.data.beir import document_text
@@ -16,8 +18,8 @@ from densekit.service.schemas import DeleteResponse, DocumentOut, UpsertRequest,
 
 router = APIRouter(tags=["documents"], dependencies=[Depends(require_api_key)])
 
-_NOT_FOUND = {404: {"model": errors(400)[400]["model"], "description": "no document with this id"}}
-_CONFLICT = {
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": errors(400)[400]["model"], "description": "no document with this id"}}
+_CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": errors(400)[400]["model"], "description": "the server is read-only, or the index kind cannot remove/replace documents"}
 }
 

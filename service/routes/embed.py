@@ -61,6 +61,7 @@ async def embeddings_v1(req: OpenAIEmbeddingRequest, request: Request):
     vectors, counts = await state.embed.embed(texts, "plain", timings(request), truncate=True)
     if state.encoder.normalize:  # a cosine model's vectors are unit length, as OpenAI's are
         vectors = _l2_normalize(vectors)
+    rows: list[str] | np.ndarray
     if req.encoding_format == "base64":
         rows = [base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode("ascii") for v in vectors]
     else:

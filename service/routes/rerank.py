@@ -17,7 +17,7 @@ router = APIRouter(tags=["rerank"], dependencies=[Depends(require_api_key)])
 
 
 def _no_reranker() -> ApiError:
-    # 503 (DESIGN.md's code for "cannot serve this now"), with its own error_type: it is a
+    # 503 (the API's code for "cannot serve this now"), with its own error_type: it is a
     # property of this deployment, not a passing state like loading.
     return ApiError(503, "no_reranker", "this server has no reranker loaded (start it with --reranker)")
 
@@ -62,9 +62,9 @@ async def rerank_v1(req: CohereRerankRequest, request: Request):
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     if req.top_n is not None:
         order = order[: req.top_n]
-    results = []
+    results: list[dict[str, object]] = []
     for i in order:
-        item = {"index": i, "relevance_score": scores[i]}
+        item: dict[str, object] = {"index": i, "relevance_score": scores[i]}
         if req.return_documents:
             item["document"] = {"text": texts[i]}
         results.append(item)

@@ -71,16 +71,17 @@ async def search(req: SearchRequest, request: Request):
     vectors, _ = await state.embed.embed(queries, "query", tm, truncate=True)
     per_query = await state.search.search(vectors, first_k, params, tm)
 
+    hits_out: list[list[dict]]
     if req.rerank:
-        per_query = await asyncio.gather(
-            *(_rerank(state, q, hits, req.top_k, req.rerank_fusion, tm) for q, hits in zip(queries, per_query))
+        hits_out = list(
+            await asyncio.gather(*(_rerank(state, q, hits, req.top_k, req.rerank_fusion, tm) for q, hits in zip(queries, per_query)))
         )
     else:
-        per_query = [[_hit(h) for h in hits] for hits in per_query]
+        hits_out = [[_hit(h) for h in hits] for hits in per_query]
     took = (time.perf_counter() - t0) * 1000
     if req.query is not None:
-        return FastJSON({"query": req.query, "hits": per_query[0], "took_ms": took})
-    return FastJSON({"results": [{"query": q, "hits": h} for q, h in zip(queries, per_query)], "took_ms": took})
+        return FastJSON({"query": req.query, "hits": hits_out[0], "took_ms": took})
+    return FastJSON({"results": [{"query": q, "hits": h} for q, h in zip(queries, hits_out)], "took_ms": took})
 
 
 async def _rerank(state, query: str, hits: list[Hit], top_k: int, fusion: str, tm) -> list[dict]:

@@ -28,6 +28,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
+from densekit.settings import DEFAULT_MODEL
 from densekit.training.run_config import StrictConfig, TrainingSourceConfig
 
 _Strict = StrictConfig
@@ -54,7 +55,7 @@ class NegativesConfig(_Strict):
 class LoraConfig(_Strict):
     enabled: bool = Field(True, description="train LoRA adapters (peft); false = full fine-tuning")
     r: PositiveInt = 16
-    alpha: float = Field(32.0, gt=0)
+    alpha: int = Field(32, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 
@@ -69,7 +70,7 @@ class RerankTrainConfig(_Strict):
     max_length: int = Field(256, ge=32, le=8192, description="tokens per (prompt, document); the document is what gets cut")
     temperature: float = Field(1.0, gt=0, description="cl: softmax temperature over z_yes")
     sft_reduction: Literal["sum_docs", "mean_docs"] = Field(
-        "sum_docs", description="sft: sum (paper/DESIGN) or mean over a query's documents"
+        "sum_docs", description="sft: sum (as in the paper) or mean over a query's documents"
     )
     batch_size: PositiveInt = Field(16, description="cross-encoder: (query, document) pairs per batch")
     head: Literal["mean", "cls"] = Field(
@@ -98,7 +99,8 @@ class RerankEvalConfig(_Strict):
 class RerankerRunConfig(_Strict):
     kind: Literal["llm", "cross-encoder"] = "llm"
     model: str | None = Field(
-        None, description="base model: hub name, folder or .gguf file; default 'smollm2' (llm) or 'all-MiniLM-L6-v2' (cross-encoder)"
+        None,
+        description="base model: hub name, folder or .gguf file; default 'smollm2' (llm) or the default bi-encoder's weights (cross-encoder)",
     )
     output_dir: str
     seed: int = 0
@@ -113,7 +115,7 @@ class RerankerRunConfig(_Strict):
     eval: RerankEvalConfig = Field(default_factory=RerankEvalConfig)
 
     def base_model(self) -> str:
-        return self.model or ("smollm2" if self.kind == "llm" else "all-MiniLM-L6-v2")
+        return self.model or ("smollm2" if self.kind == "llm" else DEFAULT_MODEL)
 
     @field_validator("objective")
     @classmethod

@@ -10,7 +10,7 @@ The head reads the mean of the token vectors by default (`train.head: mean`), no
 [CLS] pooler: all-MiniLM-L6-v2 was trained as a mean-pooling bi-encoder, so its mean vector
 already carries meaning while its [CLS] pooler is untrained, and a linear head on the mean
 starts learning at once where the [CLS] head sat at chance loss for a whole short run
-(BENCHMARKS, issue 4). `head: cls` builds the classic sequence-classification model.
+(BENCHMARKS.md, "Rerankers"). `head: cls` builds the classic sequence-classification model.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from densekit.atomic import write_text_atomic
 from densekit.rerankers.llm import META_FILE, resolve_base, yes_no_logits
@@ -46,7 +47,8 @@ def train_llm_reranker(
     device = resolve_device(cfg.train.device)
     src = resolve_base(cfg.base_model())
     tok = AutoTokenizer.from_pretrained(src)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    # Any: peft wraps the model below, and transformers' decorators hide .to()'s signature.
+    model: Any = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     instruction = cfg.instruction or DEFAULT_INSTRUCTION
     prompt = YesNoPrompt(tok, instruction=instruction, max_length=cfg.train.max_length)
     pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0))
@@ -89,7 +91,7 @@ def train_llm_reranker(
         opt.zero_grad(set_to_none=True)
         step_loss = 0.0
         for _ in range(cfg.train.grad_accum):
-            batch_groups = []
+            batch_groups: list[RerankGroup] = []
             while len(batch_groups) < cfg.train.queries_per_batch:
                 if not order:
                     order = list(range(len(groups)))
@@ -134,7 +136,7 @@ def train_llm_reranker(
         "kind": "llm",
         "base_model": cfg.base_model(),
         "objective": cfg.objective,
-        "score": SERVE_SCORE[cfg.objective],
+        "score": SERVE_SCORE[cfg.objective or "sft"],
         "instruction": instruction,
         "max_length": cfg.train.max_length,
         "lora": cfg.lora.enabled,

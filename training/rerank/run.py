@@ -31,9 +31,9 @@ def _eval_first_stage(cfg: RerankerRunConfig, ds, progress: bool):
     from densekit.index.dense_index import build_from_corpus
     from densekit.models import resolve_encoder_name
 
-    enc = Encoder(resolve_encoder_name(cfg.negatives.retriever), device=cfg.train.device)
-    idx = build_from_corpus(enc, ds.corpus, progress=progress)
-    run, _, _ = retrieve(idx, enc, {q: ds.queries[q] for q in ds.qrels if q in ds.queries}, top_k=max(cfg.eval.top_n, 100))
+    enc = Encoder.from_settings(model=resolve_encoder_name(cfg.negatives.retriever), device=cfg.train.device)
+    with build_from_corpus(enc, ds.corpus, progress=progress) as idx:
+        run, _, _ = retrieve(idx, enc, {q: ds.queries[q] for q in ds.qrels if q in ds.queries}, top_k=max(cfg.eval.top_n, 100))
     return run
 
 

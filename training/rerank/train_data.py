@@ -46,9 +46,9 @@ def mine_groups(cfg: RerankerRunConfig, data_folder: Path, progress: bool = True
     pairs = pairs_from_beir(ds, min_grade=cfg.data.min_grade, max_queries=cfg.data.max_queries, seed=cfg.seed)
     neg = cfg.negatives
     if neg.hard > 0:
-        enc = Encoder(resolve_encoder_name(neg.retriever), device=cfg.train.device)
+        enc = Encoder.from_settings(model=resolve_encoder_name(neg.retriever), device=cfg.train.device)
         # Cosine scores lie in [-1, 1], so margin=-2 turns the bi-encoder miner's
-        # "too close to the positive" filter off: the issue asks for top-k minus judged positives.
+        # "too close to the positive" filter off: a reranker's negatives are the retriever's top-k minus judged positives.
         params = MiningParams(rank_start=0, rank_end=neg.top_k, margin=-2.0, num_negatives=neg.hard, sampling="random", seed=cfg.seed)
         pairs, _stats = mine_hard_negatives(enc, ds, pairs, params, judged=ds.qrels, progress=progress)
     rng = random.Random(cfg.seed + 1)

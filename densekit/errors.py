@@ -59,3 +59,15 @@ class InvalidInputError(DensekitError):
 
 class DocumentNotFoundError(DensekitError):
     """A document id is not in the store."""
+
+
+class ServerStartError(DensekitError):
+    """A server started for a benchmark exited, or never became ready."""
+
+
+class BenchmarkStepError(DensekitError):
+    """A step of a benchmark failed; `exit_code` is what the command exits with."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code

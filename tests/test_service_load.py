@@ -1,9 +1,12 @@
 """A bounded load test on loopback: `densekit serve` as a real uvicorn process, 32 concurrent
-clients, mixed search / search+rerank / rerank / embed for 10 s (scripts/load_test.py; the
+clients, mixed search / search+rerank / rerank / embed for 10 s (densekit.bench.load; the
 60-s run with the real model is in BENCHMARKS.md). No 5xx, every response valid, 429 only
 when the queue is full."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 from service_support import build_index, synthetic_docs, tiny_cross_encoder
@@ -19,41 +22,18 @@ def served(tmp_path_factory, tiny_st_model_dir, minilm_path):
     return index, reranker, base
 
 
-def _run(args: list[str]) -> dict:
-    import json
+def _run(**options) -> dict:
+    from densekit.bench.load import LoadOptions, run_load
 
-    from scripts.load_test import main
-
-    out = args[args.index("--out") + 1]
-    main(args)
-    return json.loads(open(out).read())
+    result = run_load(LoadOptions(spawn=True, read_only=True, clients=32, max_requests=50000, data_dir=None, **options))
+    assert json.loads(Path(options["out"]).read_text()) == result  # the JSON written is the result returned
+    return result
 
 
 def test_load_32_clients_no_5xx_every_response_valid(served):
     index, reranker, base = served
     res = _run(
-        [
-            "--spawn",
-            "--index",
-            str(index),
-            "--reranker",
-            str(reranker),
-            "--read-only",
-            "--clients",
-            "32",
-            "--duration",
-            "10",
-            "--warmup",
-            "1",
-            "--max-requests",
-            "50000",
-            "--data-dir",
-            "",
-            "--out",
-            str(base / "load.json"),
-            "--server-log",
-            str(base / "server.log"),
-        ]
+        index=str(index), reranker=str(reranker), duration=10, warmup=1, out=str(base / "load.json"), server_log=str(base / "server.log")
     )
     assert res["ok"] > 0 and res["requests"] == res["ok"]
     assert res["http_5xx_or_failed"] == 0 and res["invalid"] == 0, res
@@ -65,30 +45,13 @@ def test_load_32_clients_no_5xx_every_response_valid(served):
 def test_overload_gets_429_not_errors(served):
     index, reranker, base = served
     res = _run(
-        [
-            "--spawn",
-            "--index",
-            str(index),
-            "--reranker",
-            str(reranker),
-            "--read-only",
-            "--clients",
-            "32",
-            "--duration",
-            "4",
-            "--warmup",
-            "0.5",
-            "--max-queue",
-            "1",
-            "--max-requests",
-            "50000",
-            "--data-dir",
-            "",
-            "--out",
-            str(base / "overload.json"),
-            "--server-log",
-            str(base / "server.log"),
-        ]
+        index=str(index),
+        reranker=str(reranker),
+        duration=4,
+        warmup=0.5,
+        max_queue=1,
+        out=str(base / "overload.json"),
+        server_log=str(base / "server.log"),
     )
     assert res["http_429"] > 0, res  # queues of one request are full under 32 clients
     assert res["http_5xx_or_failed"] == 0 and res["invalid"] == 0, res

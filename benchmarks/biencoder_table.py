@@ -1,6 +1,6 @@
 """Markdown table of base vs fine-tuned metrics from `densekit train biencoder` run folders.
 
-Usage: .venv/bin/python scripts/biencoder_table.py runs/ft-scifact-infonce runs/ft-scifact-mw
+Usage: .venv/bin/python benchmarks/biencoder_table.py runs/ft-scifact-infonce runs/ft-scifact-mw
 """
 
 from __future__ import annotations

@@ -1,36 +1,28 @@
-"""Index kinds benchmark: bytes/vector, nDCG@10, recall@10 vs flat, QPS, build time.
-
-One command per data set (each well under 15 minutes on 2 cores), then one for the report:
-
-    flock /tmp/densekit-cpu.lock .venv/bin/python scripts/bench_vectors.py scifact nfcorpus nq-utd wikiqa squad_subset
-    flock /tmp/densekit-cpu.lock .venv/bin/python scripts/bench_indexes.py run scifact
-    flock /tmp/densekit-cpu.lock .venv/bin/python scripts/bench_indexes.py run nfcorpus
-    flock /tmp/densekit-cpu.lock .venv/bin/python scripts/bench_indexes.py run combined
-    .venv/bin/python scripts/bench_indexes.py report      # table + docs/index_recall_qps.png
+"""Index kinds benchmark: bytes/vector, nDCG@10, recall@10 against exact search, QPS, build time.
 
 Vectors: the default bi-encoder (all-MiniLM-L6-v2, 384-d, cosine), corpus through the shared
-embedding cache. Timings: faiss with one OpenMP thread, raw faiss search calls with the
-same SearchParameters object densekit passes; QPS is the median of 5 repeats.
+embedding cache. Timings: faiss with one OpenMP thread, raw faiss search calls with the same
+SearchParameters object densekit passes; QPS is the median of `repeats` passes, one query per
+call and the whole batch in one call.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import faiss
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+from densekit.bench.vectors import DEFAULT_VECTORS_DIR, corpus_vectors, query_vectors
+from densekit.errors import InvalidInputError
 
-from bench_vectors import corpus_vectors, data_dir, query_vectors  # noqa: E402
-
-OUT = ROOT / "runs" / "bench-indexes"
-PLOT = ROOT / "docs" / "index_recall_qps.png"
+DEFAULT_OUT = Path("runs/bench-indexes")
+DEFAULT_PLOT = Path("docs/index_recall_qps.png")
+DATASETS = ("scifact", "nfcorpus", "combined")
 REPEATS = 5
 NPROBES = (2, 4, 8, 16, 32)
 EF_SEARCH = (8, 16, 32, 64, 128)
@@ -41,49 +33,71 @@ OPERATING = {"nprobe": 16, "ef_search": 64}  # the row reported in the main tabl
 TRAIN_SPLITS = {"scifact": ["scifact"], "nfcorpus": ["nfcorpus"], "combined": ["scifact", "nfcorpus", "squad_subset"]}
 COMBINED = ("scifact", "nfcorpus", "wikiqa", "nq-utd", "squad_subset")
 MAX_TRAIN_QUERIES = 2000  # combined corpus only (keeps its job under ~15 min); the single sets use every train query
-DISTILL = {
+DISTILL: dict[str, Any] = {
     "lr_codebooks": 1e-3,
     "lr_centroids": 1e-3,
     "temperature": 0.05,
     "ivf_loss_weight": 0.0,
-}  # chosen on a dev split of SciFact train queries (runs/bench-indexes/tune*.log)
+}  # chosen on a dev split of SciFact train queries
 
 
-def split_qids(name: str, split: str) -> list[str]:
+@dataclass
+class BenchSet:
+    """Vectors of one benchmark data set: documents, test queries (with qrels) and training query texts' vectors."""
+
+    name: str
+    doc_ids: list[str]
+    docs: np.ndarray
+    test_qids: list[str]
+    test_vectors: np.ndarray
+    train_vectors: np.ndarray
+    qrels: dict[str, dict[str, int]]
+    nlist: int
+
+
+@dataclass(frozen=True)
+class IndexSetting:
+    label: str
+    kind: str
+    build_params: dict
+
+
+def _split_qids(folder: Path, split: str) -> list[str]:
     from densekit.data import list_splits, load_qrels
 
-    if split not in list_splits(data_dir() / name):
+    if split not in list_splits(folder):
         return []
-    return list(load_qrels(data_dir() / name, split))
+    return list(load_qrels(folder, split))
 
 
-def load_set(enc, name: str):
+def _load_part(enc, folder: Path, vectors_dir: Path):
     """(doc ids, doc vectors, {split: (qids, qvecs)}, qrels_test)"""
     from densekit.data import load_qrels
 
-    ids, docs, _ = corpus_vectors(enc, name)
-    qids, qv = query_vectors(enc, name)
+    ids, docs, _ = corpus_vectors(enc, folder)
+    qids, qv = query_vectors(enc, folder, vectors_dir)
     pos = {q: i for i, q in enumerate(qids)}
     splits = {}
     for split in ("train", "test"):
-        s = [q for q in split_qids(name, split) if q in pos]
+        s = [q for q in _split_qids(folder, split) if q in pos]
         splits[split] = (s, qv[[pos[q] for q in s]] if s else np.zeros((0, docs.shape[1]), np.float32))
-    qrels = load_qrels(data_dir() / name, "test") if splits["test"][0] else {}
+    qrels = load_qrels(folder, "test") if splits["test"][0] else {}
     return ids, docs, splits, qrels
 
 
-def dataset(enc, name: str):
-    """Docs, eval queries (test split), training queries (train split texts) and qrels."""
+def load_bench_set(enc, name: str, data_dir: Path, vectors_dir: Path = DEFAULT_VECTORS_DIR) -> BenchSet:
+    """Docs, eval queries (test split), training queries (train split texts) and qrels of a data set
+    under `data_dir`; `combined` joins five sets with ids prefixed by their set's name."""
     rng = np.random.default_rng(0)
     if name != "combined":
-        ids, docs, splits, qrels = load_set(enc, name)
+        ids, docs, splits, qrels = _load_part(enc, data_dir / name, vectors_dir)
         train = splits["train"][1]
         test_q, test_v = splits["test"]
         nlist = 64
     else:
         all_ids, all_docs, tq, tv, trv, qrels = [], [], [], [], [], {}
         for part in COMBINED:
-            ids, docs, splits, qr = load_set(enc, part)
+            ids, docs, splits, qr = _load_part(enc, data_dir / part, vectors_dir)
             all_ids += [f"{part}/{d}" for d in ids]
             all_docs.append(docs)
             q, v = splits["test"]
@@ -96,20 +110,23 @@ def dataset(enc, name: str):
         nlist = 128
     if name == "combined" and len(train) > MAX_TRAIN_QUERIES:
         train = train[np.sort(rng.choice(len(train), MAX_TRAIN_QUERIES, replace=False))]
-    return ids, np.ascontiguousarray(docs), test_q, np.ascontiguousarray(test_v), train, qrels, nlist
+    return BenchSet(name, ids, np.ascontiguousarray(docs), test_q, np.ascontiguousarray(test_v), train, qrels, nlist)
 
 
-def settings(nlist: int, sizes=(8, 16, 32)) -> list[tuple[str, str, dict]]:
-    """(label, kind, build params)"""
-    out = [("flat", "flat", {}), ("hnsw M32", "hnsw", {"hnsw_m": 32, "ef_construction": 80}), (f"ivf{nlist}", "ivf", {"nlist": nlist})]
+def index_settings(nlist: int, sizes=(8, 16, 32)) -> list[IndexSetting]:
+    """Every index benchmarked: flat, HNSW, IVF, and IVF-PQ / OPQ-IVF-PQ / Distill-VQ at each code size in bytes."""
+    out = [IndexSetting("flat", "flat", {}), IndexSetting("hnsw M32", "hnsw", {"hnsw_m": 32, "ef_construction": 80})]
+    out.append(IndexSetting(f"ivf{nlist}", "ivf", {"nlist": nlist}))
     for m in sizes:
-        out.append((f"ivfpq {m}B", "ivfpq", {"nlist": nlist, "pq_m": m, "pq_nbits": 8}))
-        out.append((f"opq-ivfpq {m}B", "opq-ivfpq", {"nlist": nlist, "pq_m": m, "pq_nbits": 8}))
-        out.append((f"distilled {m}B", "distilled", {"nlist": nlist, "pq_m": m, "pq_nbits": 8}))
+        bp = {"nlist": nlist, "pq_m": m, "pq_nbits": 8}
+        out += [IndexSetting(f"ivfpq {m}B", "ivfpq", bp), IndexSetting(f"opq-ivfpq {m}B", "opq-ivfpq", bp)]
+        out.append(IndexSetting(f"distilled {m}B", "distilled", bp))
     return out
 
 
-def qps(index, queries: np.ndarray, k: int, sp) -> tuple[float, float]:
+def qps(index, queries: np.ndarray, k: int, sp, repeats: int = REPEATS) -> tuple[float, float]:
+    """Median queries/s over `repeats` passes: one query per call, then the whole batch in one call."""
+
     def once_single():
         t = time.perf_counter()
         for i in range(len(queries)):
@@ -121,10 +138,10 @@ def qps(index, queries: np.ndarray, k: int, sp) -> tuple[float, float]:
         index.search(queries, k, params=sp)
         return len(queries) / (time.perf_counter() - t)
 
-    return float(np.median([once_single() for _ in range(REPEATS)])), float(np.median([once_batch() for _ in range(REPEATS)]))
+    return float(np.median([once_single() for _ in range(repeats)])), float(np.median([once_batch() for _ in range(repeats)]))
 
 
-def ndcg10(qrels, qids, doc_ids, rows, scores) -> float | None:
+def _ndcg10(qrels, qids, doc_ids, rows, scores) -> float | None:
     if not qrels:
         return None
     from densekit.eval.metrics import trec_metrics
@@ -133,8 +150,19 @@ def ndcg10(qrels, qids, doc_ids, rows, scores) -> float | None:
     return trec_metrics(qrels, run, k_values=(10,)).aggregate["ndcg@10"]
 
 
-def run(name: str) -> None:
-    from densekit.encoder import Encoder
+def _sweep(kind: str, nlist: int) -> list[dict]:
+    if kind == "flat":
+        return [{}]
+    if kind == "hnsw":
+        return [{"ef_search": e} for e in EF_SEARCH]
+    return [{"nprobe": p} for p in NPROBES if p <= nlist]
+
+
+def benchmark_indexes(data: BenchSet, settings: list[IndexSetting], distill: dict | None = None, repeats: int = REPEATS) -> list[dict]:
+    """Build every setting on `data` and measure it over its search-parameter sweep; one row per
+    (setting, search parameters) with recall@10 against exact search and both QPS figures."""
+    import faiss
+
     from densekit.index import faiss_kinds
     from densekit.index.dense_index import DenseIndex
     from densekit.index.manifest import EncoderSpec
@@ -142,25 +170,17 @@ def run(name: str) -> None:
     from densekit.training.distill_vq_config import DistillTrain
     from densekit.training.distill_vq_train import distill_quantizer
 
-    faiss.omp_set_num_threads(1)
-    import torch
-
-    torch.set_num_threads(2)
-    cfg_train = DistillTrain(**DISTILL)
-    enc = Encoder("default", device="cpu")
-    ids, docs, test_q, test_v, train_v, qrels, nlist = dataset(enc, name)
+    cfg_train = DistillTrain(**(DISTILL if distill is None else distill))
+    docs, ids, test_v, nlist = data.docs, data.doc_ids, data.test_vectors, data.nlist
     corpus = {d: {"title": "", "text": ""} for d in ids}  # texts are not needed to search
     spec = EncoderSpec(name="default", dim=docs.shape[1])
-    print(
-        f"{name}: {len(ids)} docs, {len(test_q)} eval queries, {len(train_v)} training queries, nlist={nlist}", file=sys.stderr, flush=True
-    )
     flat = faiss.IndexFlatIP(docs.shape[1])
     flat.add(docs)
     _, truth = flat.search(test_v, 10)
     rows_out = []
     starts: dict[int, tuple] = {}  # pq_m -> (trained OPQ+IVF-PQ, its training seconds)
-    # The combined corpus skips 8 bytes/vector to keep the job under ~15 minutes on 2 cores.
-    for label, kind, bp in settings(nlist, (16, 32) if name == "combined" else (8, 16, 32)):
+    for setting in settings:
+        kind, bp = setting.kind, setting.build_params
         t0 = time.perf_counter()
         extra = {}
         if kind in ("opq-ivfpq", "distilled"):
@@ -176,34 +196,27 @@ def run(name: str) -> None:
                 idx = DenseIndex.build(docs, corpus, ids, spec, kind=kind, build_params=bp, trained_index=faiss.clone_index(start))
             else:
                 qz = IVFPQQuantizer.from_faiss(start, assign_temperature=cfg_train.assign_temperature)
-                hist = distill_quantizer(qz, docs, train_v, cfg_train, progress=False)
+                hist = distill_quantizer(qz, docs, data.train_vectors, cfg_train, progress=False)
                 idx = DenseIndex.build(docs, corpus, ids, spec, kind=kind, build_params=bp, trained_index=qz.export_faiss())
                 extra = {"distill_steps": hist.steps, "distill_s": round(hist.seconds, 1), "epoch_loss": [round(x, 4) for x in hist.loss]}
             build_s = start_s + time.perf_counter() - t0
         else:
             idx = DenseIndex.build(docs, corpus, ids, spec, kind=kind, build_params=bp)
             build_s = time.perf_counter() - t0
-        sweep = (
-            [{}]
-            if kind == "flat"
-            else [{"ef_search": e} for e in EF_SEARCH]
-            if kind == "hnsw"
-            else [{"nprobe": p} for p in NPROBES if p <= nlist]
-        )
-        for sp_dict in sweep:
+        for sp_dict in _sweep(kind, nlist):
             sp = faiss_kinds.search_parameters(idx.faiss, faiss_kinds.parse_search_params(kind, sp_dict))
             scores, rows = idx.faiss.search(test_v, 10, params=sp)
             recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows.tolist(), truth.tolist())]))
-            single, batched = qps(idx.faiss, test_v, 10, sp)
+            single, batched = qps(idx.faiss, test_v, 10, sp, repeats)
             row = {
-                "dataset": name,
-                "label": label,
+                "dataset": data.name,
+                "label": setting.label,
                 "kind": kind,
                 "build_params": bp,
                 "search_params": sp_dict,
                 "bytes_per_vector": idx.manifest.bytes_per_vector,
                 "index_bytes_per_vector": idx.manifest.extra.get("index_bytes_per_vector"),
-                "ndcg@10": ndcg10(qrels, test_q, ids, rows, scores),
+                "ndcg@10": _ndcg10(data.qrels, data.test_qids, ids, rows, scores),
                 "recall@10_vs_flat": recall,
                 "qps_single": round(single, 1),
                 "qps_batched": round(batched, 1),
@@ -212,32 +225,84 @@ def run(name: str) -> None:
             }
             rows_out.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-    OUT.mkdir(parents=True, exist_ok=True)
+    return rows_out
+
+
+def parse_distill_overrides(pairs: list[str]) -> dict:
+    """KEY=VALUE overrides of the Distill-VQ training settings (numbers and booleans as JSON)."""
+    out: dict[str, Any] = dict(DISTILL)
+    for kv in pairs:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            raise InvalidInputError(f"--distill: expected KEY=VALUE, got {kv!r}")
+        out[k] = json.loads(v) if v[:1].isdigit() or v in ("true", "false") else v
+    return out
+
+
+def run_dataset(
+    name: str, data_dir: Path, out_dir: Path = DEFAULT_OUT, vectors_dir: Path = DEFAULT_VECTORS_DIR, distill: dict | None = None
+) -> Path:
+    """Benchmark every index kind on one data set (scifact, nfcorpus or combined); writes and returns out_dir/results-<name>.json."""
+    import faiss
+    import torch
+
+    from densekit.atomic import write_text_atomic
+    from densekit.encoder import Encoder
+    from densekit.training.distill_vq_config import DistillTrain
+
+    if name not in DATASETS:
+        raise InvalidInputError(f"unknown data set {name!r}: choose from {', '.join(DATASETS)}")
+    faiss.omp_set_num_threads(1)
+    torch.set_num_threads(2)
+    distill = DISTILL if distill is None else distill
+    enc = Encoder("default", device="cpu")
+    data = load_bench_set(enc, name, Path(data_dir), Path(vectors_dir))
+    print(
+        f"{name}: {len(data.doc_ids)} docs, {len(data.test_qids)} eval queries, {len(data.train_vectors)} training queries, nlist={data.nlist}",
+        file=sys.stderr,
+        flush=True,
+    )
+    # The combined corpus skips 8 bytes/vector to keep the job under ~15 minutes on 2 cores.
+    rows = benchmark_indexes(data, index_settings(data.nlist, (16, 32) if name == "combined" else (8, 16, 32)), distill)
     meta = {
         "dataset": name,
-        "docs": len(ids),
-        "eval_queries": len(test_q),
-        "train_queries": len(train_v),
-        "nlist": nlist,
+        "docs": len(data.doc_ids),
+        "eval_queries": len(data.test_qids),
+        "train_queries": len(data.train_vectors),
+        "nlist": data.nlist,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "faiss": faiss.__version__,
         "threads": 1,
-        "distill": cfg_train.model_dump(),
+        "distill": DistillTrain(**distill).model_dump(),
     }
-    (OUT / f"results-{name}.json").write_text(json.dumps({"meta": meta, "rows": rows_out}, indent=1))
+    path = Path(out_dir) / f"results-{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({"meta": meta, "rows": rows}, indent=1))
+    return path
+
+
+def encode_vectors(names: list[str], data_dir: Path, vectors_dir: Path = DEFAULT_VECTORS_DIR, queries: bool = True) -> None:
+    """Encode (and cache) the corpus, and the queries unless `queries` is false, of each named data set."""
+    from densekit.encoder import Encoder
+
+    enc = Encoder("default", device="cpu")
+    for name in names:
+        t0 = time.perf_counter()
+        ids, _, _ = corpus_vectors(enc, Path(data_dir) / name)
+        if queries:
+            query_vectors(enc, Path(data_dir) / name, Path(vectors_dir))
+        print(f"{name}: {len(ids)} docs, {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
 
 
 def _fmt(x, nd=3):
     return "-" if x is None else f"{x:.{nd}f}" if isinstance(x, float) else str(x)
 
 
-def report() -> None:
-    import matplotlib
+def report(out_dir: Path = DEFAULT_OUT, plot: Path | None = DEFAULT_PLOT) -> str:
+    """Markdown tables (returned, and written to out_dir/report.md) and the recall-vs-QPS plot from out_dir/results-*.json."""
+    from densekit.atomic import write_text_atomic
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = sorted(OUT.glob("results-*.json"))
+    files = sorted(Path(out_dir).glob("results-*.json"))
     order = {"scifact": 0, "nfcorpus": 1, "combined": 2}
     results = sorted((json.loads(f.read_text()) for f in files), key=lambda r: order.get(r["meta"]["dataset"], 9))
     lines = []
@@ -280,8 +345,13 @@ def report() -> None:
                     f"| {b} | {p} | {nd} | {a['recall@10_vs_flat']:.3f} -> {d['recall@10_vs_flat']:.3f} ({d['recall@10_vs_flat'] - a['recall@10_vs_flat']:+.3f}) |"
                 )
     text = "\n".join(lines)
-    (OUT / "report.md").write_text(text + "\n")
-    print(text)
+    write_text_atomic(Path(out_dir) / "report.md", text + "\n")
+    if plot is None or not results:
+        return text
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.2), squeeze=False)
     for ax, res in zip(axes[0], results):
@@ -303,27 +373,8 @@ def report() -> None:
     axes[0][0].legend(fontsize=7)
     fig.suptitle("densekit index kinds, all-MiniLM-L6-v2 384-d, CPU-2c (sweep: nprobe 2-32 / efSearch 8-128)", fontsize=9)
     fig.tight_layout()
-    PLOT.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(PLOT, dpi=80)
-    print(f"plot: {PLOT}", file=sys.stderr)
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="benchmark one data set: scifact, nfcorpus or combined")
-    r.add_argument("dataset", choices=["scifact", "nfcorpus", "combined"])
-    r.add_argument("--distill", nargs="*", default=[], metavar="KEY=VALUE", help="DistillTrain overrides, e.g. lr_schedule=constant")
-    sub.add_parser("report", help="markdown tables and the recall-vs-QPS plot from runs/bench-indexes/results-*.json")
-    args = ap.parse_args(argv)
-    if args.cmd == "run":
-        for kv in args.distill:
-            k, v = kv.split("=", 1)
-            DISTILL[k] = json.loads(v) if v[:1].isdigit() or v in ("true", "false") else v
-        run(args.dataset)
-    else:
-        report()
-
-
-if __name__ == "__main__":
-    main()
+    Path(plot).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(plot, dpi=80)
+    plt.close(fig)
+    print(f"plot: {plot}", file=sys.stderr)
+    return text

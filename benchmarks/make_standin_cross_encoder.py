@@ -3,7 +3,7 @@ one-logit head: the compute cost of a MiniLM-L6 cross-encoder (such as the ms-ma
 MiniLM-L-6 rerankers) without downloading one. Its scores are meaningless: it serves load
 tests and benchmarks of the service, never quality numbers.
 
-    python scripts/make_standin_cross_encoder.py runs/service/minilm-ce
+    python benchmarks/make_standin_cross_encoder.py runs/service/minilm-ce
 """
 
 from __future__ import annotations

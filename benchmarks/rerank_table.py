@@ -2,7 +2,7 @@
 
 Every system is scored by eval.rerank.score_stages against the same first stage (the
 dense run cut to the same queries and top-n), so the numbers are comparable by construction:
-  .venv/bin/python scripts/rerank_table.py --run runs/eval-scifact-base/run.trec --top-n 20 --max-queries 50 \
+  .venv/bin/python benchmarks/rerank_table.py --run runs/eval-scifact-base/run.trec --top-n 20 --max-queries 50 \
       "SmolLM2 zero-shot=runs/rerank/bench/smollm2-zeroshot" "SmolLM2 SFT=runs/rerank/bench/smollm2-sft" ...
 """
 
@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from densekit.data import load_beir
-from densekit.eval.rerank import candidates, fuse_rrf, score_stages
+from densekit.eval.rerank import candidates, score_stages
 from densekit.eval.trec import read_run
+from densekit.fusion import fuse_rrf
+from densekit.settings import Settings
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=os.path.join(os.environ.get("DENSEKIT_DATA_DIR", "../shared/data"), "scifact"))
+    ap.add_argument("--data", default=str(Settings().data_dir / "scifact"), help="BEIR folder (default: scifact under DENSEKIT_DATA_DIR)")
     ap.add_argument("--run", required=True)
     ap.add_argument("--top-n", type=int, default=20)
     ap.add_argument("--max-queries", type=int, default=50)

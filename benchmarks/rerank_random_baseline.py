@@ -1,24 +1,24 @@
 """Expected metrics of a random reranker on the reduced protocol (chance level for the table).
 
-.venv/bin/python scripts/rerank_random_baseline.py --run runs/eval-scifact-base/run.trec --top-n 20 --max-queries 50 --shuffles 200
+.venv/bin/python benchmarks/rerank_random_baseline.py --run runs/eval-scifact-base/run.trec --top-n 20 --max-queries 50 --shuffles 200
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 
 from densekit.data import load_beir
 from densekit.eval.rerank import candidates, score_stages
 from densekit.eval.trec import read_run
+from densekit.settings import Settings
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=os.path.join(os.environ.get("DENSEKIT_DATA_DIR", "../shared/data"), "scifact"))
+    ap.add_argument("--data", default=str(Settings().data_dir / "scifact"), help="BEIR folder (default: scifact under DENSEKIT_DATA_DIR)")
     ap.add_argument("--run", required=True)
     ap.add_argument("--top-n", type=int, default=20)
     ap.add_argument("--max-queries", type=int, default=50)

@@ -1,37 +1,80 @@
 """Load test of an HTTP embedding/search server on loopback: N concurrent clients for a fixed
 time, a weighted mix of requests, every response checked.
 
-    # spawn densekit (127.0.0.1) and drive it:
-    python scripts/load_test.py --spawn --index runs/service/scifact-index --reranker PATH \
-        --clients 32 --duration 60 --mix search=3,search_rerank=1,rerank=1,embed=3 --out runs/service/load.json
-    # an already running server (densekit or any TEI/OpenAI-shaped embedder):
-    python scripts/load_test.py --url http://127.0.0.1:7997 --mix embed=1 --embed-style openai --embed-path /embeddings
-
 Checks: no 5xx, every 200 body valid for its route (hits sorted, rerank indices a
 permutation, one vector of the model's dimension per input), every 429 the documented
 `overloaded` error. Reports p50/p95/p99 latency per kind and overall, requests/s and, for
-embed, sentences/s. Exit code 1 when a check fails. Loops are bounded by --duration and
---max-requests, and only loopback addresses are accepted as targets.
+embed, sentences/s. Loops are bounded by the duration and a request budget, and only
+loopback addresses are accepted as targets.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
 import random
-import signal
 import subprocess
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
 import numpy as np
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+from densekit.bench.servers import LOOPBACK, free_port, open_log, serve_command, stop, wait_ready
+from densekit.errors import InvalidInputError
+
+DEFAULT_MIX = "search=3,search_rerank=1,rerank=1,embed=3"
+KINDS = ("search", "search_rerank", "rerank", "embed")
+
+
+@dataclass
+class LoadOptions:
+    """What to drive and how; field names match the `densekit bench load` flags."""
+
+    url: str | None = None
+    spawn: bool = False
+    index: str | None = None
+    model: str | None = None
+    reranker: str | None = None
+    read_only: bool = False
+    max_queue: int | None = None
+    max_batch_tokens: int | None = None
+    max_wait_ms: float | None = None
+    max_client_batch: int | None = None
+    server_log: str | None = None
+    clients: int = 32
+    duration: float = 60.0
+    warmup: float = 3.0
+    max_requests: int = 1_000_000
+    timeout: float = 60.0
+    mix: str = DEFAULT_MIX
+    top_k: int = 10
+    rerank_top_n: int = 20
+    rerank_docs: int = 8
+    embed_batch: int = 4
+    embed_style: str = "tei"
+    embed_path: str | None = None
+    model_name: str = "model"
+    data_dir: str | None = None
+    ready_path: str = "/ready"
+    out: str | None = None
+
+
+def parse_mix(mix: str) -> dict[str, str]:
+    """`kind=weight,...` -> {kind: weight}; kinds are search, search_rerank, rerank, embed."""
+    out: dict[str, str] = {}
+    for part in mix.split(","):
+        kind, sep, weight = part.partition("=")
+        if not sep or kind not in KINDS:
+            raise InvalidInputError(f"--mix: expected kind=weight with kind in {', '.join(KINDS)}, got {part!r}")
+        try:
+            float(weight)
+        except ValueError:
+            raise InvalidInputError(f"--mix: weight of {kind} is not a number: {weight!r}") from None
+        out[kind] = weight
+    return out
 
 
 def sentences(data_dir: str | None, n: int = 2000, seed: int = 0) -> list[str]:
@@ -84,6 +127,7 @@ def _pct(xs: list[float]) -> dict[str, float]:
 
 
 def check_body(kind: str, body, req: dict, dim: int | None, embed_style: str) -> str | None:
+    """What is wrong with a 200 response body, or None when it is valid for its route."""
     if kind.startswith("search"):
         hits = body.get("hits")
         if (
@@ -115,7 +159,7 @@ def check_body(kind: str, body, req: dict, dim: int | None, embed_style: str) ->
     return None
 
 
-def make_request(kind: str, rng: random.Random, texts: list[str], args) -> tuple[str, dict]:
+def make_request(kind: str, rng: random.Random, texts: list[str], args: LoadOptions) -> tuple[str, dict]:
     if kind == "search":
         return "/search", {"query": rng.choice(texts), "top_k": args.top_k}
     if kind == "search_rerank":
@@ -128,8 +172,8 @@ def make_request(kind: str, rng: random.Random, texts: list[str], args) -> tuple
     return args.embed_path or "/v1/embeddings", {"input": batch, "model": args.model_name}
 
 
-async def client_loop(
-    cid: int, client: httpx.AsyncClient, kinds, weights, texts, args, deadline: float, stats: Stats, budget: list[int], dim
+async def _client_loop(
+    cid: int, client: httpx.AsyncClient, kinds, weights, texts, args: LoadOptions, deadline: float, stats: Stats, budget: list[int], dim
 ):
     rng = random.Random(1000 + cid)
     while time.monotonic() < deadline and budget[0] > 0:
@@ -166,40 +210,21 @@ async def client_loop(
             stats.invalid.append(f"{kind}: unexpected {r.status_code} {r.text[:200]}")
 
 
-def spawn(args, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "densekit.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    if args.index:
-        cmd += ["--index", args.index]
-    if args.model:
-        cmd += ["--model", args.model]
-    if args.reranker:
-        cmd += ["--reranker", args.reranker]
-    for flag in ("max_queue", "max_batch_tokens", "max_wait_ms", "max_client_batch"):
-        v = getattr(args, flag)
+def spawn_server(opts: LoadOptions, port: int) -> subprocess.Popen:
+    """`densekit serve` on 127.0.0.1:port with the server flags of `opts`."""
+    extra: list[str] = []
+    for flag in ("index", "model", "reranker", "max_queue", "max_batch_tokens", "max_wait_ms", "max_client_batch"):
+        v = getattr(opts, flag)
         if v is not None:
-            cmd += [f"--{flag.replace('_', '-')}", str(v)]
-    if args.read_only:
-        cmd += ["--read-only"]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(args.server_log, "ab") if args.server_log else subprocess.DEVNULL)
+            extra += [f"--{flag.replace('_', '-')}", str(v)]
+    if opts.read_only:
+        extra += ["--read-only"]
+    return subprocess.Popen(serve_command(port, *extra), stdout=subprocess.DEVNULL, stderr=open_log(opts.server_log))
 
 
-def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float, path: str = "/ready") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode} before it was ready")
-        try:
-            if httpx.get(url + path, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} not ready after {timeout}s")
-
-
-async def run(args, url: str) -> dict:
+async def _drive(args: LoadOptions, url: str) -> dict:
     texts = sentences(args.data_dir)
-    mix = dict(part.split("=") for part in args.mix.split(","))
+    mix = parse_mix(args.mix)
     kinds = list(mix)
     weights = [float(mix[k]) for k in kinds]
     dim = None
@@ -215,14 +240,14 @@ async def run(args, url: str) -> dict:
         warm = Stats()
         await asyncio.gather(
             *(
-                client_loop(i, client, kinds, weights, texts, args, time.monotonic() + args.warmup, warm, [10**9], dim)
+                _client_loop(i, client, kinds, weights, texts, args, time.monotonic() + args.warmup, warm, [10**9], dim)
                 for i in range(min(4, args.clients))
             )
         )
         t0 = time.monotonic()
         budget = [args.max_requests]
         await asyncio.gather(
-            *(client_loop(i, client, kinds, weights, texts, args, t0 + args.duration, stats, budget, dim) for i in range(args.clients))
+            *(_client_loop(i, client, kinds, weights, texts, args, t0 + args.duration, stats, budget, dim) for i in range(args.clients))
         )
         elapsed = time.monotonic() - t0
     total_200 = sum(len(v) for v in stats.lat.values())
@@ -261,70 +286,34 @@ async def run(args, url: str) -> dict:
     return result
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", help="server to drive (loopback only)")
-    p.add_argument("--spawn", action="store_true", help="start `densekit serve` on 127.0.0.1 and stop it afterwards")
-    p.add_argument("--index", help="--spawn: index folder")
-    p.add_argument("--model", help="--spawn: bi-encoder")
-    p.add_argument("--reranker", help="--spawn: reranker")
-    p.add_argument("--read-only", action="store_true", help="--spawn: no live updates")
-    p.add_argument("--max-queue", type=int)
-    p.add_argument("--max-batch-tokens", type=int)
-    p.add_argument("--max-wait-ms", type=float)
-    p.add_argument("--max-client-batch", type=int)
-    p.add_argument("--server-log", help="--spawn: append the server's stderr here")
-    p.add_argument("--clients", type=int, default=32)
-    p.add_argument("--duration", type=float, default=60.0, help="seconds of measured load")
-    p.add_argument("--warmup", type=float, default=3.0)
-    p.add_argument("--max-requests", type=int, default=1_000_000, help="stop after this many requests whatever the time")
-    p.add_argument("--timeout", type=float, default=60.0)
-    p.add_argument(
-        "--mix", default="search=3,search_rerank=1,rerank=1,embed=3", help="kind=weight,...: search, search_rerank, rerank, embed"
-    )
-    p.add_argument("--top-k", type=int, default=10)
-    p.add_argument("--rerank-top-n", type=int, default=20)
-    p.add_argument("--rerank-docs", type=int, default=8)
-    p.add_argument("--embed-batch", type=int, default=4, help="sentences per embed request")
-    p.add_argument("--embed-style", choices=("tei", "openai"), default="tei")
-    p.add_argument("--embed-path", help="default /embed (tei) or /v1/embeddings (openai)")
-    p.add_argument("--model-name", default="model", help="openai style: the `model` field")
-    p.add_argument("--data-dir", default=os.environ.get("DENSEKIT_DATA_DIR"))
-    p.add_argument("--ready-path", default="/ready")
-    p.add_argument("--out", help="write the JSON result here")
-    args = p.parse_args(argv)
-    proc = None
-    if args.spawn:
-        import socket
+def run_load(opts: LoadOptions) -> dict:
+    """Drive `opts.url` (or a server spawned for the run) and return the result; written to `opts.out` too."""
+    from densekit.atomic import write_text_atomic
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+    proc = None
+    if opts.spawn:
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
-        proc = spawn(args, port)
-    elif args.url:
-        url = args.url.rstrip("/")
+        proc = spawn_server(opts, port)
+    elif opts.url:
+        url = opts.url.rstrip("/")
         if urlparse(url).hostname not in LOOPBACK:
-            raise SystemExit("only loopback targets are allowed")
+            raise InvalidInputError("only loopback targets are allowed")
     else:
-        raise SystemExit("give --url or --spawn")
+        raise InvalidInputError("give --url or --spawn")
+    parse_mix(opts.mix)
     try:
-        wait_ready(url, proc, 300, args.ready_path)
-        result = asyncio.run(run(args, url))
+        wait_ready(url, proc, opts.ready_path, 300)
+        result = asyncio.run(_drive(opts, url))
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    return 1 if result["http_5xx_or_failed"] or result["invalid"] else 0
+            stop(proc)
+    if opts.out:
+        Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(opts.out, json.dumps(result, indent=2) + "\n")
+    return result
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def failed(result: dict) -> bool:
+    """True when the run saw a 5xx, a transport failure or an invalid response."""
+    return bool(result["http_5xx_or_failed"] or result["invalid"])

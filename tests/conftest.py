@@ -12,22 +12,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-ROOT = Path(__file__).resolve().parents[1]
-
 # Fixtures that live in their own module (tests/ is on sys.path: it has no __init__.py).
 pytest_plugins = ["rerank_fixtures"]
 
 
-def _data_dir() -> Path:
-    env = os.environ.get("DENSEKIT_DATA_DIR")
-    return Path(env) if env else ROOT.parent / "shared" / "data"
-
-
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    d = _data_dir()
+    """The real BEIR datasets (SciFact, NFCorpus, WikiQA, ...), named only by DENSEKIT_DATA_DIR:
+    the repository ships no data and guesses no folder outside itself; CI sets the variable."""
+    env = os.environ.get("DENSEKIT_DATA_DIR")
+    if not env:
+        pytest.skip("needs the real BEIR datasets: set DENSEKIT_DATA_DIR to their folder")
+    d = Path(env)
     if not (d / "scifact" / "corpus.jsonl").is_file():
-        pytest.skip(f"real BEIR data not found under {d} (set DENSEKIT_DATA_DIR)")
+        pytest.skip(f"needs the real BEIR datasets: DENSEKIT_DATA_DIR={d} has no scifact/corpus.jsonl")
     return d
 
 

@@ -8,7 +8,7 @@ tests and benchmarks of the service, never quality numbers.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 
@@ -27,4 +27,6 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/service/minilm-ce")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", nargs="?", default="runs/service/minilm-ce", help="folder to write the model into")
+    main(parser.parse_args().out)

@@ -97,7 +97,10 @@ class Encoder:
         if max_seq_length:
             self.model.max_seq_length = max_seq_length
         self.batch_size: int = batch_size if batch_size else int(_default("batch_size"))
-        self.dim = int(self.model.get_embedding_dimension())
+        dim = self.model.get_embedding_dimension()
+        if not dim:
+            raise ModelLoadError(f"bi-encoder '{self.name}' does not report its embedding dimension")
+        self.dim = int(dim)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> Encoder:

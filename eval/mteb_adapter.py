@@ -24,9 +24,12 @@ and run MTEB's retrieval evaluator on a local BEIR folder with no hub access.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from densekit.index.dense_index import DenseIndex
 
 try:  # mteb is an optional extra (`pip install densekit[mteb]`)
     from mteb.abstasks.retrieval import AbsTaskRetrieval
@@ -121,7 +124,7 @@ class DensekitMTEBSearch:
         self.search_params = search_params
         self.mteb_model_meta = _model_meta(encoder, name)
         self.progress = progress
-        self.index_ = None
+        self.index_: DenseIndex | None = None
 
     def index(
         self, corpus, *, task_metadata=None, hf_split: str = "", hf_subset: str = "", encode_kwargs=None, num_proc=None, **kwargs: Any

@@ -114,7 +114,10 @@ def _endpoint_search(
     with `rerank_top_n` the server reranks its first `rerank_top_n` hits itself."""
     from densekit.eval.http_search import HttpSearcher
 
-    searcher = HttpSearcher(cfg.resolve("endpoint", label), api_key=cfg.api_key, concurrency=concurrency)
+    url = cfg.resolve("endpoint", label)
+    if url is None:
+        raise ConfigError("endpoint", f"no endpoint for dataset {label}")
+    searcher = HttpSearcher(url, api_key=cfg.api_key, concurrency=concurrency)
     rerank = rerank_top_n is not None
     try:
         server = searcher.check(top_k, rerank)
@@ -183,6 +186,8 @@ def _rerank(
     """The two-stage outcome of a reranked configuration (eval/rerank.py's protocol)."""
     if cfg.first_stage() == "endpoint":
         return _server_rerank(res, ds, label, cfg, suite, first_stage, concurrency, ignore_identical_ids)
+    if cfg.reranker is None:
+        raise ConfigError("reranker", "no reranker configured")
     return evaluate_rerank(res.reranker(cfg.reranker), ds, first_stage, cfg.rerank_top_n, progress=res.progress)
 
 

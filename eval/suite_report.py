@@ -203,10 +203,7 @@ def markdown_suite(summary: dict[str, Any], names: list[str]) -> str:
     for dname, d in datasets.items():
         res = d["results"]
         lines += ["", f"## {dname} ({d.get('split')}: {d.get('documents')} documents, {d.get('queries')} queries)", ""]
-        lines += ["| configuration | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
-        for n in names:
-            if n in res:
-                lines.append(f"| {n} | " + " | ".join(_fmt(res[n]["metrics"].get(k)) for k in HEADLINE) + " |")
+        lines += _table(["configuration", *HEADLINE], [[n, *(_fmt(res[n]["metrics"].get(k)) for k in HEADLINE)] for n in names if n in res])
         staged = [n for n in names if n in res and res[n].get("first_stage")]
         if staged:
             lines += [
@@ -214,25 +211,15 @@ def markdown_suite(summary: dict[str, Any], names: list[str]) -> str:
                 "Reranked configurations, both stages on the same candidates (each judged query's first-stage "
                 "top rerank_top_n; eval/rerank.py): the first stage, and the RRF fusion of both stages:",
                 "",
-                "| configuration | " + " | ".join(HEADLINE) + " |",
-                "|---|" + "---|" * len(HEADLINE),
             ]
+            rows = []
             for n in staged:
-                lines.append(f"| {n} (first stage) | " + " | ".join(_fmt(res[n]["first_stage"].get(k)) for k in HEADLINE) + " |")
+                rows.append([f"{n} (first stage)", *(_fmt(res[n]["first_stage"].get(k)) for k in HEADLINE)])
                 if res[n].get("rrf"):
-                    lines.append(f"| {n} (RRF) | " + " | ".join(_fmt(res[n]["rrf"].get(k)) for k in HEADLINE) + " |")
+                    rows.append([f"{n} (RRF)", *(_fmt(res[n]["rrf"].get(k)) for k in HEADLINE)])
+            lines += _table(["configuration", *HEADLINE], rows)
         present = [n for n in names if n in res]
-        all_keys = sorted({k for n in present for k in res[n]["metrics"]})
-        lines += [
-            "",
-            "<details><summary>all metrics</summary>",
-            "",
-            "| metric | " + " | ".join(present) + " |",
-            "|---|" + "---|" * len(present),
-        ]
-        for k in all_keys:
-            lines.append(f"| {k} | " + " | ".join(_fmt(res[n]["metrics"].get(k)) for n in present) + " |")
-        lines += ["", "</details>"]
+        lines += _all_metrics("all metrics", {n: res[n]["metrics"] for n in present})
         tests = summary["significance"]["tests"].get(dname, {})
         if tests:
             base = summary["significance"]["baseline"]
@@ -265,32 +252,28 @@ def markdown_suite(summary: dict[str, Any], names: list[str]) -> str:
             lines += ["", f"![ROC {dname}]({p['roc']}) ![Recall@k {dname}]({p['recall']})"]
             lines += [" ".join(f"![calibration {dname} {n}]({path})" for n, path in p["calibration"].items())]
     # The average over datasets.
-    lines += [
-        "",
-        "## Average over datasets",
-        "",
-        "| configuration | datasets | " + " | ".join(HEADLINE) + " |",
-        "|---|---|" + "---|" * len(HEADLINE),
-    ]
-    for n in names:
-        a = summary["average"].get(n)
-        if a:
-            lines.append(f"| {n} | {a['datasets']} | " + " | ".join(_fmt(a["metrics"].get(k)) for k in HEADLINE) + " |")
-    if any(len(summary["average"].get(n, {}).get("metrics", {})) for n in names):
-        present = [n for n in names if n in summary["average"]]
-        keys = sorted({k for n in present for k in summary["average"][n]["metrics"]})
-        lines += [
-            "",
-            "<details><summary>all averaged metrics</summary>",
-            "",
-            "| metric | " + " | ".join(present) + " |",
-            "|---|" + "---|" * len(present),
-        ]
-        for k in keys:
-            lines.append(f"| {k} | " + " | ".join(_fmt(summary["average"][n]["metrics"].get(k)) for n in present) + " |")
-        lines += ["", "</details>"]
+    averages = {n: summary["average"][n] for n in names if summary["average"].get(n)}
+    lines += ["", "## Average over datasets", ""]
+    lines += _table(
+        ["configuration", "datasets", *HEADLINE],
+        [[n, str(a["datasets"]), *(_fmt(a["metrics"].get(k)) for k in HEADLINE)] for n, a in averages.items()],
+    )
+    if any(a.get("metrics") for a in averages.values()):
+        lines += _all_metrics("all averaged metrics", {n: a["metrics"] for n, a in averages.items()})
     lines += [
         "",
         "Per-run folders (run.trec, metrics.json, per_query.csv, report.md): `runs/<dataset>/<configuration>/`; per-query values of every run: `per_query.csv`.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Markdown table lines."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _all_metrics(summary_label: str, metrics_of: dict[str, dict[str, float]]) -> list[str]:
+    """A collapsed table of every metric (rows) of every configuration (columns)."""
+    keys = sorted({k for m in metrics_of.values() for k in m})
+    rows = [[k, *(_fmt(m.get(k)) for m in metrics_of.values())] for k in keys]
+    return ["", f"<details><summary>{summary_label}</summary>", "", *_table(["metric", *metrics_of], rows), "", "</details>"]

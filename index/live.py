@@ -215,7 +215,7 @@ class LiveIndex:
         self.index = index
         self.folder = Path(folder)
         self.wal_dir = Path(wal_dir)
-        self._lock_fd = lock_fd
+        self._lock_fd: int | None = lock_fd
         self.snapshot_every = snapshot_every
         self.snapshot_interval_s = snapshot_interval_s
         self.stats = LiveStats()
@@ -380,7 +380,8 @@ class LiveIndex:
                 self.failed = self.failed or f"write-ahead log write failed: {exc}"
                 log.critical(self.failed)
                 err = IndexCorruptError(self.failed)
-                return [err if isinstance(r, WriteResult) else r for r in out] + [err] * (len(ops) - len(out))
+                failed: list[WriteResult | Exception] = [err if isinstance(r, WriteResult) else r for r in out]
+                return failed + [err] * (len(ops) - len(out))
             return out
 
     # ---- snapshots ----------------------------------------------------------------------

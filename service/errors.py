@@ -68,23 +68,30 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _answer(status: int, kind: str, headers: dict[str, str] | None):
+    """An exception handler that answers every exception of its type alike."""
+
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        return error_body(status, kind, str(exc), headers)
+
+    return handle
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError):
         return error_body(exc.status, exc.error_type, exc.message, exc.headers)
 
-    @app.exception_handler(QueueFull)
-    async def _queue_full(_: Request, exc: QueueFull):
-        return error_body(429, "overloaded", str(exc), {"Retry-After": "1"})
-
-    @app.exception_handler(BatcherStopped)
-    async def _stopping(_: Request, exc: BatcherStopped):
-        return error_body(503, "not_ready", str(exc))
-
-    @app.exception_handler(ConfigError)
-    async def _config(_: Request, exc: ConfigError):
-        # Raised for request-supplied parameters (e.g. search_params that do not apply).
-        return error_body(422, "validation", str(exc))
+    # Library errors with a fixed answer; ConfigError is raised for request-supplied
+    # parameters (e.g. search_params that do not apply to the index kind).
+    for exc_type, status, kind, headers in (
+        (QueueFull, 429, "overloaded", {"Retry-After": "1"}),
+        (BatcherStopped, 503, "not_ready", None),
+        (ConfigError, 422, "validation", None),
+        (InvalidInputError, 400, "invalid_input", None),
+        (DocumentNotFoundError, 404, "not_found", None),
+    ):
+        app.add_exception_handler(exc_type, _answer(status, kind, headers))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
@@ -96,14 +103,6 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status_code, "http_error"
         )
         return error_body(exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(InvalidInputError)
-    async def _invalid(_: Request, exc: InvalidInputError):
-        return error_body(400, "invalid_input", str(exc))
-
-    @app.exception_handler(DocumentNotFoundError)
-    async def _not_found(_: Request, exc: DocumentNotFoundError):
-        return error_body(404, "not_found", str(exc))
 
     @app.exception_handler(DensekitError)
     async def _densekit(_: Request, exc: DensekitError):

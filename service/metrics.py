@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
-# Routes we label by name; anything else (404s, scanners) is "other" so labels stay bounded.
-KNOWN_ROUTES = {
+# The routes of the HTTP API, each documented in the OpenAPI schema.
+API_ROUTES = (
     "/search",
     "/rerank",
     "/v1/rerank",
@@ -22,10 +22,9 @@ KNOWN_ROUTES = {
     "/ready",
     "/info",
     "/metrics",
-    "/openapi.json",
-    "/docs",
-    "/redoc",
-}
+)
+# Routes we label by name; anything else (404s, scanners) is "other" so labels stay bounded.
+KNOWN_ROUTES = frozenset((*API_ROUTES, "/openapi.json", "/docs", "/redoc"))
 
 
 class ServiceMetrics:

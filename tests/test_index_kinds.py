@@ -194,30 +194,13 @@ def test_cli_build_kind_params_and_info(tiny_beir, tiny_st_model_dir, tmp_path):
     from densekit.cli.main import app
 
     runner = CliRunner()
+
+    def build_cli(out, kind, *params):
+        args = ["index", "build", "--data", str(tiny_beir), "--model", str(tiny_st_model_dir), "--out", str(out), "--kind", kind]
+        return runner.invoke(app, [*args, *params])
+
     ix = tmp_path / "pq"
-    r = runner.invoke(
-        app,
-        [
-            "index",
-            "build",
-            "--data",
-            str(tiny_beir),
-            "--model",
-            str(tiny_st_model_dir),
-            "--out",
-            str(ix),
-            "--kind",
-            "ivfpq",
-            "--nlist",
-            "2",
-            "--pq-m",
-            "4",
-            "--pq-nbits",
-            "2",
-            "--nprobe",
-            "2",
-        ],
-    )
+    r = build_cli(ix, "ivfpq", "--nlist", "2", "--pq-m", "4", "--pq-nbits", "2", "--nprobe", "2")
     assert r.exit_code == 0, r.output
     manifest = json.loads(runner.invoke(app, ["index", "info", str(ix)]).stdout)
     assert manifest["kind"] == "ivfpq" and manifest["bytes_per_vector"] == 1  # 4 codes x 2 bits
@@ -227,27 +210,7 @@ def test_cli_build_kind_params_and_info(tiny_beir, tiny_st_model_dir, tmp_path):
     bad = runner.invoke(app, ["index", "build", "--data", str(tiny_beir), "--out", str(tmp_path / "x"), "--kind", "hnsw", "--nprobe", "3"])
     assert bad.exit_code != 0 and not (tmp_path / "x").exists()
     # OPQ on fewer vectors than dimensions would abort inside faiss: refused up front instead
-    opq = runner.invoke(
-        app,
-        [
-            "index",
-            "build",
-            "--data",
-            str(tiny_beir),
-            "--model",
-            str(tiny_st_model_dir),
-            "--out",
-            str(tmp_path / "o"),
-            "--kind",
-            "opq-ivfpq",
-            "--nlist",
-            "2",
-            "--pq-m",
-            "4",
-            "--pq-nbits",
-            "2",
-        ],
-    )
+    opq = build_cli(tmp_path / "o", "opq-ivfpq", "--nlist", "2", "--pq-m", "4", "--pq-nbits", "2")
     assert opq.exit_code != 0 and "OPQ needs more training vectors" in str(opq.exception or opq.output)
 
 

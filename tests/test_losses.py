@@ -28,43 +28,33 @@ def _passages(cols):
     return [(i, c, i) for c in range(1, len(cols)) for i in range(b)]
 
 
-def ref_infonce(cols, tau, symmetric=False):
+def _ref_contrastive(cols, tau, symmetric, decoupled):
+    """InfoNCE written out one query at a time; `decoupled` (DCL) drops the positive pair from
+    every denominator."""
     q = cols[0]
     b = q.shape[0]
-    passages = _passages(cols)
     total = 0.0
     for i in range(b):
         pos = _cos(q[i], cols[1][i]) / tau
-        denom = sum(torch.exp(_cos(q[i], cols[c][r]) / tau) for _, c, r in passages)
+        denom = sum(torch.exp(_cos(q[i], cols[c][r]) / tau) for _, c, r in _passages(cols) if not (decoupled and c == 1 and r == i))
         total = total - (pos - torch.log(denom))
     loss = total / b
     if symmetric:
         back = 0.0
         for i in range(b):
             pos = _cos(q[i], cols[1][i]) / tau
-            denom = sum(torch.exp(_cos(q[j], cols[1][i]) / tau) for j in range(b))
+            denom = sum(torch.exp(_cos(q[j], cols[1][i]) / tau) for j in range(b) if not (decoupled and j == i))
             back = back - (pos - torch.log(denom))
         loss = (loss + back / b) / 2
     return loss
+
+
+def ref_infonce(cols, tau, symmetric=False):
+    return _ref_contrastive(cols, tau, symmetric, decoupled=False)
 
 
 def ref_dcl(cols, tau, symmetric=False):
-    q = cols[0]
-    b = q.shape[0]
-    total = 0.0
-    for i in range(b):
-        pos = _cos(q[i], cols[1][i]) / tau
-        denom = sum(torch.exp(_cos(q[i], cols[c][r]) / tau) for o, c, r in _passages(cols) if not (c == 1 and r == i))
-        total = total - (pos - torch.log(denom))
-    loss = total / b
-    if symmetric:
-        back = 0.0
-        for i in range(b):
-            pos = _cos(q[i], cols[1][i]) / tau
-            denom = sum(torch.exp(_cos(q[j], cols[1][i]) / tau) for j in range(b) if j != i)
-            back = back - (pos - torch.log(denom))
-        loss = (loss + back / b) / 2
-    return loss
+    return _ref_contrastive(cols, tau, symmetric, decoupled=True)
 
 
 def ref_mw(cols, tau, reduction="sum"):

@@ -54,7 +54,9 @@ def test_wheel_has_one_top_level_package(wheel):
 
 def test_installed_wheel_imports_densekit_and_no_bare_eval(wheel, tmp_path):
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)], check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)], check=True, timeout=300
+    )
     code = (
         "import densekit, densekit.index, densekit.eval, densekit.service, densekit.training, densekit.eval.suite\n"
         f"assert densekit.__file__.startswith({str(target)!r}), densekit.__file__\n"

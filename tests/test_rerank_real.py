@@ -58,8 +58,8 @@ def test_packaged_smollm2_loads_and_scores_consistently(smollm2, data_dir):
 def test_briefly_fine_tuned_smollm2_ranks_relevant_above_irrelevant(smollm2, data_dir, tmp_path):
     from densekit.data import load_beir
     from densekit.rerankers import load_reranker
-    from densekit.training.rerank.llm_trainer import train_llm_reranker
     from densekit.training.rerank.config import RerankerRunConfig
+    from densekit.training.rerank.llm_trainer import train_llm_reranker
     from densekit.training.rerank.train_data import RerankGroup
 
     rng = random.Random(0)

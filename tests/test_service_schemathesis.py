@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from conftest import free_port  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import (  # noqa: E402
@@ -23,15 +20,15 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     response_schema_conformance,
     status_code_conformance,
 )
-from service_support import FakeReranker, build_index, make_state  # noqa: E402
+from service_support import FakeReranker, build_index, make_state, serve_in_thread  # noqa: E402
+
+from densekit.service.metrics import API_ROUTES  # noqa: E402
 
 EXAMPLES = int(os.environ.get("DENSEKIT_SCHEMATHESIS_EXAMPLES", "15"))
 
 
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory, tiny_st_model_dir):
-    import uvicorn
-
     from densekit.encoder import Encoder
     from densekit.service.app import create_app
     from densekit.settings import Settings
@@ -40,17 +37,8 @@ def live_server(tmp_path_factory, tiny_st_model_dir):
     index_dir = build_index(tiny_st_model_dir, base / "index")
     settings = Settings(index_dir=index_dir, device="cpu", max_top_k=50, max_client_batch=8, max_text_chars=2000, max_payload_bytes=200_000)
     app = create_app(settings, make_state(settings, Encoder(str(tiny_st_model_dir), device="cpu"), FakeReranker()))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    with serve_in_thread(app, start_timeout=30) as url:
+        yield url
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -59,24 +47,8 @@ def api_schema(live_server):
     return schemathesis.openapi.from_url(f"{live_server}/openapi.json")
 
 
-def _operations():
-    # (Iterated by hand: schemathesis' lazy pytest loader does not run under pytest 9.)
-    return [
-        "/search",
-        "/embed",
-        "/v1/embeddings",
-        "/rerank",
-        "/v1/rerank",
-        "/documents",
-        "/documents/{doc_id}",
-        "/health",
-        "/ready",
-        "/info",
-        "/metrics",
-    ]
-
-
-@pytest.mark.parametrize("path", _operations())
+# (Iterated by hand: schemathesis' lazy pytest loader does not run under pytest 9.)
+@pytest.mark.parametrize("path", API_ROUTES)
 def test_api_conforms_to_its_schema(api_schema, path):
     from hypothesis import given
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from densekit.atomic import atomic_dir, write_json_atomic
+from densekit.data.pairs import TrainingPair
 from densekit.errors import ConfigError, ModelLoadError
 from densekit.eval.report import headline
 from densekit.training.biencoder_config import BiEncoderRunConfig, check_paths
@@ -100,7 +101,7 @@ def collect_pairs(
     from densekit.training.mining import MiningParams, mine_hard_negatives, read_mined, write_mined
     from densekit.training.pairs_data import load_pair_files, pairs_from_beir
 
-    pairs = []
+    pairs: list[TrainingPair] = []
     if cfg.data.beir:
         if cfg.mining.reuse:
             mined = read_mined(cfg.mining.reuse)

@@ -30,7 +30,7 @@ from densekit.errors import ConfigError
 from densekit.index.faiss_kinds import core_index
 
 
-def straight_through_onehot(logits: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+def straight_through_onehot(logits: Tensor, temperature: float | Tensor) -> tuple[Tensor, Tensor]:
     """(one-hot argmax forward / softmax backward, argmax index) over the last dimension."""
     soft = torch.softmax(logits / temperature, dim=-1)
     idx = logits.argmax(dim=-1)
@@ -60,6 +60,7 @@ class IVFPQQuantizer(nn.Module):
             raise ConfigError("pq_m", f"codebooks of shape {tuple(codebooks.shape)} do not cover dimension {d}")
         self.centroids = nn.Parameter(centroids.clone().float())
         self.codebooks = nn.Parameter(codebooks.clone().float())
+        self.rotation: Tensor  # a buffer: saved with the module, never trained
         self.register_buffer("rotation", (rotation if rotation is not None else torch.eye(d)).clone().float())
         self.has_opq = rotation is not None
         self.assign_temperature = assign_temperature

@@ -102,7 +102,7 @@ def mine_hard_negatives(
     stats = MiningStats()
     out: list[BeirPair] = []
     for i, pair in enumerate(pairs):
-        positives = {d for d, g in judged.get(pair.qid, {}).items() if g > 0} | set(pair.pos_ids)
+        positives = {d for d, g in judged.get(pair.qid or "", {}).items() if g > 0} | set(pair.pos_ids)
         pos_rows = [row_of[d] for d in pair.pos_ids if d in row_of]
         best_pos = float(np.max(doc_vecs[pos_rows] @ q_vecs[i])) if pos_rows else float("inf")
         ranked = [(doc_ids[r], float(s)) for s, r in zip(scores[i], rows[i]) if r >= 0]

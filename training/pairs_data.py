@@ -8,6 +8,7 @@ those become a `datasets.Dataset` with the columns sentence-transformers' losses
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def to_dataset(cols: dict[str, list[str]]):
     return Dataset.from_dict(cols)
 
 
-def load_pair_files(paths: list[str | Path]) -> list[TrainingPair]:
+def load_pair_files(paths: Sequence[str | Path]) -> list[TrainingPair]:
     out: list[TrainingPair] = []
     for p in paths:
         out.extend(load_pairs(Path(p).expanduser()))

@@ -13,12 +13,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from densekit.bench.vectors import DEFAULT_VECTORS_DIR, corpus_vectors, query_vectors
 from densekit.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from densekit.index.dense_index import DenseIndex
 
 DEFAULT_OUT = Path("runs/bench-indexes")
 DEFAULT_PLOT = Path("docs/index_recall_qps.png")
@@ -158,6 +161,29 @@ def _sweep(kind: str, nlist: int) -> list[dict]:
     return [{"nprobe": p} for p in NPROBES if p <= nlist]
 
 
+def _measure(idx: DenseIndex, data: BenchSet, setting: IndexSetting, sp_dict: dict, truth: np.ndarray, repeats: int) -> dict:
+    """One result row: nDCG@10, recall@10 against exact search and both QPS figures of `idx` at search parameters `sp_dict`."""
+    from densekit.index import faiss_kinds
+
+    sp = faiss_kinds.search_parameters(idx.faiss, faiss_kinds.parse_search_params(setting.kind, sp_dict))
+    scores, rows = idx.faiss.search(data.test_vectors, 10, params=sp)
+    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows.tolist(), truth.tolist())]))
+    single, batched = qps(idx.faiss, data.test_vectors, 10, sp, repeats)
+    return {
+        "dataset": data.name,
+        "label": setting.label,
+        "kind": setting.kind,
+        "build_params": setting.build_params,
+        "search_params": sp_dict,
+        "bytes_per_vector": idx.manifest.bytes_per_vector,
+        "index_bytes_per_vector": idx.manifest.extra.get("index_bytes_per_vector"),
+        "ndcg@10": _ndcg10(data.qrels, data.test_qids, data.doc_ids, rows, scores),
+        "recall@10_vs_flat": recall,
+        "qps_single": round(single, 1),
+        "qps_batched": round(batched, 1),
+    }
+
+
 def benchmark_indexes(data: BenchSet, settings: list[IndexSetting], distill: dict | None = None, repeats: int = REPEATS) -> list[dict]:
     """Build every setting on `data` and measure it over its search-parameter sweep; one row per
     (setting, search parameters) with recall@10 against exact search and both QPS figures."""
@@ -203,28 +229,13 @@ def benchmark_indexes(data: BenchSet, settings: list[IndexSetting], distill: dic
         else:
             idx = DenseIndex.build(docs, corpus, ids, spec, kind=kind, build_params=bp)
             build_s = time.perf_counter() - t0
-        for sp_dict in _sweep(kind, nlist):
-            sp = faiss_kinds.search_parameters(idx.faiss, faiss_kinds.parse_search_params(kind, sp_dict))
-            scores, rows = idx.faiss.search(test_v, 10, params=sp)
-            recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows.tolist(), truth.tolist())]))
-            single, batched = qps(idx.faiss, test_v, 10, sp, repeats)
-            row = {
-                "dataset": data.name,
-                "label": setting.label,
-                "kind": kind,
-                "build_params": bp,
-                "search_params": sp_dict,
-                "bytes_per_vector": idx.manifest.bytes_per_vector,
-                "index_bytes_per_vector": idx.manifest.extra.get("index_bytes_per_vector"),
-                "ndcg@10": _ndcg10(data.qrels, data.test_qids, ids, rows, scores),
-                "recall@10_vs_flat": recall,
-                "qps_single": round(single, 1),
-                "qps_batched": round(batched, 1),
-                "build_s": round(build_s, 2),
-                **extra,
-            }
-            rows_out.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
+        # Each index holds a document store in a temporary folder: release it before the next build.
+        with idx:
+            for sp_dict in _sweep(kind, nlist):
+                row = _measure(idx, data, setting, sp_dict, truth, repeats)
+                row.update(build_s=round(build_s, 2), **extra)
+                rows_out.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
     return rows_out
 
 

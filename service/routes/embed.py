@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 
 from densekit.service.auth import require_api_key
 from densekit.service.compat_schemas import EmbedRequest, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
-from densekit.service.deps import check_texts, ready_state, settings_of, timings
+from densekit.service.deps import Ready, check_texts, ready_state, settings_of, timings
 from densekit.service.errors import validation
 from densekit.service.responses import FastJSON
 from densekit.service.schemas import errors
@@ -25,6 +25,14 @@ def _l2_normalize(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(norms, 1e-12)
 
 
+def _inputs(request: Request, inputs: str | list[str], what: str) -> tuple[Ready, list[str]]:
+    """The loaded service and the request's texts, once they pass the input limits."""
+    state = ready_state(request)
+    texts = [inputs] if isinstance(inputs, str) else inputs
+    check_texts(texts, settings_of(request), what)
+    return state, texts
+
+
 @router.post(
     "/embed",
     response_model=list[list[float]],
@@ -32,10 +40,7 @@ def _l2_normalize(v: np.ndarray) -> np.ndarray:
     responses=errors(400, 401, 413, 422, 429, 503),
 )
 async def embed(req: EmbedRequest, request: Request):
-    state = ready_state(request)
-    s = settings_of(request)
-    texts = [req.inputs] if isinstance(req.inputs, str) else req.inputs
-    check_texts(texts, s, "inputs")
+    state, texts = _inputs(request, req.inputs, "inputs")
     if req.prompt_name not in _PROMPT_MODES:
         raise validation(f"prompt_name: '{req.prompt_name}' is not one of query, document")
     vectors, _ = await state.embed.embed(texts, _PROMPT_MODES[req.prompt_name], timings(request), truncate=req.truncate)
@@ -51,10 +56,7 @@ async def embed(req: EmbedRequest, request: Request):
     responses=errors(400, 401, 413, 422, 429, 503),
 )
 async def embeddings_v1(req: OpenAIEmbeddingRequest, request: Request):
-    state = ready_state(request)
-    s = settings_of(request)
-    texts = [req.input] if isinstance(req.input, str) else req.input
-    check_texts(texts, s, "input")
+    state, texts = _inputs(request, req.input, "input")
     dim = state.encoder.dim
     if req.dimensions is not None and req.dimensions != dim:
         raise validation(f"dimensions: this model gives {dim}-dimensional embeddings, not {req.dimensions}")

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Depends, Request
 
 from densekit.service.auth import require_api_key
 from densekit.service.compat_schemas import CohereRerankRequest, CohereRerankResponse, RankOut, RerankRequest
-from densekit.service.deps import check_text, check_texts, ready_state, settings_of, timings
+from densekit.service.deps import Ready, check_text, check_texts, ready_state, settings_of, timings
+from densekit.service.engines import RerankEngine
 from densekit.service.errors import ApiError
 from densekit.service.middleware import REQUEST_ID_KEY
 from densekit.service.responses import FastJSON
@@ -22,6 +23,18 @@ def _no_reranker() -> ApiError:
     return ApiError(503, "no_reranker", "this server has no reranker loaded (start it with --reranker)")
 
 
+def _scorer(request: Request, query: str, texts: list[str], what: str) -> tuple[Ready, RerankEngine]:
+    """The loaded service and its reranker engine (503 without one), once the query and
+    the texts pass the input limits."""
+    state = ready_state(request)
+    if state.rerank is None:
+        raise _no_reranker()
+    s = settings_of(request)
+    check_text(query, s, "query")
+    check_texts(texts, s, what)
+    return state, state.rerank
+
+
 @router.post(
     "/rerank",
     response_model=list[RankOut],
@@ -29,14 +42,9 @@ def _no_reranker() -> ApiError:
     responses=errors(400, 401, 413, 422, 429, 503),
 )
 async def rerank(req: RerankRequest, request: Request):
-    state = ready_state(request)
-    s = settings_of(request)
-    if state.rerank is None:
-        raise _no_reranker()
-    check_text(req.query, s, "query")
-    check_texts(req.texts, s, "texts")
-    result = await state.rerank.score(req.query, req.texts, timings(request))
-    scores = state.rerank.raw(result.scores) if req.raw_scores else state.rerank.probabilities(result.scores)
+    _, engine = _scorer(request, req.query, req.texts, "texts")
+    result = await engine.score(req.query, req.texts, timings(request))
+    scores = engine.raw(result.scores) if req.raw_scores else engine.probabilities(result.scores)
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     if req.return_text:
         return FastJSON([{"index": i, "score": scores[i], "text": req.texts[i]} for i in order])
@@ -50,15 +58,10 @@ async def rerank(req: RerankRequest, request: Request):
     responses=errors(400, 401, 413, 422, 429, 503),
 )
 async def rerank_v1(req: CohereRerankRequest, request: Request):
-    state = ready_state(request)
-    s = settings_of(request)
-    if state.rerank is None:
-        raise _no_reranker()
     texts = [d if isinstance(d, str) else d.text for d in req.documents]
-    check_text(req.query, s, "query")
-    check_texts(texts, s, "documents")
-    result = await state.rerank.score(req.query, texts, timings(request), count_tokens=True)
-    scores = state.rerank.probabilities(result.scores)
+    state, engine = _scorer(request, req.query, texts, "documents")
+    result = await engine.score(req.query, texts, timings(request), count_tokens=True)
+    scores = engine.probabilities(result.scores)
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     if req.top_n is not None:
         order = order[: req.top_n]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from densekit.data import load_beir
 from densekit.data.beir import document_text
-from densekit.data.pairs import load_pairs
+from densekit.data.pairs import TrainingPair, load_pairs
 from densekit.training.rerank.config import RerankerRunConfig
 
 
@@ -54,9 +54,9 @@ def mine_groups(cfg: RerankerRunConfig, data_folder: Path, progress: bool = True
     rng = random.Random(cfg.seed + 1)
     doc_ids = list(ds.corpus)
     for p in pairs:
-        judged = {d for d, g in ds.qrels.get(p.qid, {}).items() if g > 0}
+        judged = {d for d, g in ds.qrels.get(p.qid or "", {}).items() if g > 0}
         taken = set(p.neg_ids) | judged
-        extra = []
+        extra: list[str] = []
         while len(extra) < neg.random:
             d = rng.choice(doc_ids)
             if d not in taken:
@@ -75,14 +75,15 @@ def load_groups(cfg: RerankerRunConfig, out_dir: Path, resolve_data, progress: b
     """All training groups of a run; mined ones are saved to `out_dir/mined.jsonl`."""
     from densekit.training.mining import read_mined, write_mined
 
-    pairs = []
+    pairs: list[TrainingPair] = []
     mined_path = None
     if cfg.data.beir:
         if cfg.negatives.reuse:
-            pairs = read_mined(cfg.negatives.reuse)
+            pairs.extend(read_mined(cfg.negatives.reuse))
         else:
-            pairs = mine_groups(cfg, resolve_data(cfg.data.beir), progress=progress)
-            mined_path = write_mined(pairs, out_dir / "mined.jsonl")
+            mined = mine_groups(cfg, resolve_data(cfg.data.beir), progress=progress)
+            mined_path = write_mined(mined, out_dir / "mined.jsonl")
+            pairs.extend(mined)
     for f in cfg.data.pairs:
         pairs.extend(load_pairs(f))
     return groups_from_pairs(pairs), mined_path

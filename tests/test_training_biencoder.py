@@ -210,3 +210,33 @@ def test_rows_deal_negatives_and_skip_queries_without(tmp_path):
     assert stats.queries_skipped_no_negatives == 1 and stats.rows == 4
     cols0, _ = build_rows(pairs, 0)
     assert list(cols0) == ["anchor", "positive"] and len(cols0["anchor"]) == 5
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_trains_and_saves_once(tmp_path, data_dir, tiny_st_model_dir):
+    """`torchrun --nproc_per_node 2 ... train biencoder` on CPU (gloo) with gathered in-batch
+    negatives: both processes train, only rank 0 evaluates and writes the model."""
+    import subprocess
+    import sys
+
+    from conftest import free_port
+
+    beir = _slice_scifact(data_dir / "scifact", tmp_path / "slice")
+    out = tmp_path / "ddp"
+    cfg = _base_config(
+        tiny_st_model_dir,
+        beir,
+        out,
+        loss={"name": "mw", "temperature": 0.05, "gather_across_devices": True},
+        train={"batch_size": 4, "max_steps": 3},
+    )
+    cfg_path = _write_config(tmp_path / "ddp.yaml", cfg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    cmd += ["-m", "densekit.cli.main", "-v", "train", "biencoder", "--config", str(cfg_path), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (out / "model" / "config.json").is_file()
+    assert proc.stderr.count("model saved to") == 1, proc.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train"]["world_size"] == 2 and summary["train"]["steps"] == 3
+    assert summary["after"] is not None and summary["before"] is not None

@@ -32,6 +32,7 @@ from densekit.errors import ConfigError, ModelLoadError
 from densekit.eval.report import headline
 from densekit.training.biencoder_config import BiEncoderRunConfig, check_paths
 from densekit.training.curves import plot_loss_curve, write_training_log
+from densekit.training.ddp import is_main_process, world_size
 from densekit.training.run_config import write_resolved_config
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,11 @@ def build_loss(cfg: BiEncoderRunConfig, model):
     lc = cfg.loss
     tau = lc.resolved_temperature()
     if lc.name == "mw":
-        return MWLoss(model, temperature=tau, reduction=lc.reduction, similarity=lc.similarity)
+        return MWLoss(
+            model, temperature=tau, reduction=lc.reduction, similarity=lc.similarity, gather_across_devices=lc.gather_across_devices
+        )
     cls = InfoNCELoss if lc.name == "infonce" else DCLLoss
-    return cls(model, temperature=tau, symmetric=lc.symmetric, similarity=lc.similarity)
+    return cls(model, temperature=tau, symmetric=lc.symmetric, similarity=lc.similarity, gather_across_devices=lc.gather_across_devices)
 
 
 def _seed_everything(seed: int) -> None:
@@ -121,7 +124,10 @@ def collect_pairs(
                 mc = cfg.mining
                 params = MiningParams(mc.rank_start, mc.rank_end, mc.margin, mc.num_negatives, mc.sampling, cfg.seed, mc.fill_short)
                 beir_pairs, stats = mine_hard_negatives(enc, ds, beir_pairs, params, progress=progress)
-                path = write_mined(beir_pairs, out_dir / "hard_negatives.jsonl")
+                # Every process mines the same negatives (same model, same seed); one writes them.
+                path = out_dir / "hard_negatives.jsonl"
+                if is_main_process():
+                    write_mined(beir_pairs, path)
                 notes["mining"] = {**stats.as_dict(), "file": str(path), "seconds": round(time.perf_counter() - t0, 1)}
                 del enc
             pairs.extend(beir_pairs)
@@ -146,8 +152,10 @@ def run_biencoder(
         cfg = cfg.model_copy(update={"device": device})
     dev = resolve_device(cfg.device)
     out_dir = Path(cfg.output_dir).expanduser()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(cfg, out_dir, {"device_resolved": dev})
+    main = is_main_process()  # under torchrun every process trains; only rank 0 evaluates and writes
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_resolved_config(cfg, out_dir, {"device_resolved": dev, "world_size": world_size()})
     _seed_everything(cfg.seed)
     base_path = resolve_encoder_name(cfg.model)
     notes: dict[str, Any] = {}
@@ -158,7 +166,7 @@ def run_biencoder(
         from densekit.data import load_beir
 
         eval_ds = load_beir(folders["eval.beir"], cfg.eval.split)
-        if cfg.eval.before:
+        if cfg.eval.before and main:
             before = _evaluate(base_path, eval_ds, cfg, dev, out_dir / "eval_before", "before", progress)
 
     pairs = collect_pairs(cfg, folders, base_path, dev, out_dir, progress, notes)
@@ -170,11 +178,15 @@ def run_biencoder(
         raise ConfigError("data", "no training rows: every query lacked positives or (with data.num_negatives > 0) negatives")
     train_ds = to_dataset(cols)
 
-    model, train_info = train_model(cfg, base_path, dev, train_ds, out_dir, progress)
+    model, train_info = train_model(cfg, base_path, dev, train_ds, out_dir, progress and main)
     model_dir = out_dir / "model"
+    if not main:
+        return BiEncoderRunResult(out_dir, model_dir, None, None, train_info)
     with atomic_dir(model_dir) as tmp:
         model.save(str(tmp))
+    log.info("model saved to %s", model_dir)
     train_info["examples"] = notes.get("examples")
+    train_info["world_size"] = world_size()
     del model
 
     after = None
@@ -245,11 +257,12 @@ def train_model(cfg: BiEncoderRunConfig, base_path: str, device: str, train_ds, 
     result = trainer.train()
     seconds = time.perf_counter() - t0
     history = list(trainer.state.log_history)
-    write_training_log(history, out_dir / "train_log.jsonl")
     steps = int(trainer.state.global_step)
-    plot_loss_curve(
-        history, out_dir / "loss_curve.png", title=f"{cfg.loss.name} on {cfg.data.beir or 'pairs'}", smooth=max(1, min(20, steps // 10))
-    )
+    if is_main_process():
+        write_training_log(history, out_dir / "train_log.jsonl")
+        plot_loss_curve(
+            history, out_dir / "loss_curve.png", title=f"{cfg.loss.name} on {cfg.data.beir or 'pairs'}", smooth=max(1, min(20, steps // 10))
+        )
     losses = [r["loss"] for r in history if "loss" in r]
     info = {
         "steps": steps,

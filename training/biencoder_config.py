@@ -61,6 +61,11 @@ class LossConfig(_Strict):
     symmetric: bool = Field(False, description="infonce/dcl: add the passage-to-query term")
     reduction: Literal["sum", "mean"] = Field("sum", description="mw: sum over negatives (paper) or mean")
     similarity: Literal["cosine", "dot"] = "cosine"
+    gather_across_devices: bool = Field(
+        False,
+        description="under torchrun/accelerate (DDP): all-gather in-batch embeddings from every process, with gradients, "
+        "so each query meets the whole global batch's passages as negatives",
+    )
 
     @field_validator("temperature")
     @classmethod

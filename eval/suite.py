@@ -60,10 +60,18 @@ class _Resources:
 
     def encoder(self, name: str):
         if name not in self.encoders:
-            from densekit.encoder import Encoder
+            from densekit.encoder import Encoder, explicit_runtime
 
             s = self.settings
-            self.encoders[name] = Encoder(name, device=self.device, dtype=s.dtype, batch_size=s.batch_size)
+            runtime = explicit_runtime(s)
+            self.encoders[name] = Encoder(
+                name,
+                device=self.device,
+                dtype=s.dtype,
+                batch_size=s.batch_size,
+                backend=runtime.get("backend"),
+                precision=runtime.get("precision"),
+            )
         return self.encoders[name]
 
     def reranker(self, name: str):

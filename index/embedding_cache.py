@@ -2,7 +2,8 @@
 
 Encoding a corpus is the most expensive step on a CPU; eval, index builds of every kind and
 benchmarks reuse the same vectors. A key covers the model files (path, size, mtime), the
-normalisation and max length, and a hash of every text, so any change misses the cache.
+normalisation and max length, the runtime (backend/precision) and a hash of every text, so
+any change misses the cache.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from densekit.atomic import write_bytes_atomic
+from densekit.fingerprint import model_fingerprint
 
 
 def cache_root() -> Path | None:
@@ -24,30 +26,6 @@ def cache_root() -> Path | None:
     from densekit.settings import Settings
 
     return Path(Settings().cache_dir) / "embeddings"
-
-
-def _model_fingerprint(path: str) -> str:
-    """Identify model weights by content, not location, so a reinstall or a copy of the same
-    model hits the cache: config files in full, weight files by size plus their first and
-    last MiB (hashing whole multi-GB files would cost seconds per load)."""
-    p = Path(path)
-    if not p.exists():
-        return path  # hub name: its revision is the best we know
-    h = hashlib.sha256()
-    for f in sorted(p.rglob("*")):
-        if not f.is_file() or f.name.startswith("."):
-            continue
-        rel = str(f.relative_to(p))
-        if f.suffix == ".json":
-            h.update(rel.encode() + f.read_bytes())
-        elif f.suffix in (".safetensors", ".bin", ".pt"):
-            size = f.stat().st_size
-            h.update(f"{rel}:{size}".encode())
-            with f.open("rb") as fh:
-                h.update(fh.read(1 << 20))
-                fh.seek(max(0, size - (1 << 20)))
-                h.update(fh.read(1 << 20))
-    return h.hexdigest()
 
 
 def _weights_dtype(model) -> str | None:
@@ -59,12 +37,17 @@ def _weights_dtype(model) -> str | None:
 
 def cache_key(encoder, texts: Sequence[str]) -> str:
     h = hashlib.sha256()
-    h.update(_model_fingerprint(encoder.path).encode())
+    h.update(model_fingerprint(encoder.path).encode())
     h.update(f"|norm={encoder.normalize}|len={getattr(encoder.model, 'max_seq_length', None)}|doc".encode())
     # fp16/bf16 vectors (CUDA) differ from fp32 ones; fp32 keys stay as they were.
     dtype = _weights_dtype(encoder.model)
     if dtype not in ("float32", None):
         h.update(f"|dtype={dtype}".encode())
+    # Vectors of another runtime or precision never stand in for torch fp32 ones (nor for each
+    # other); torch fp32 keys stay as they were.
+    runtime = getattr(encoder, "runtime", None)
+    if runtime is not None and not runtime.is_default:
+        h.update(f"|runtime={runtime.backend}/{runtime.precision}".encode())
     for t in texts:
         h.update(hashlib.sha1(t.encode("utf-8")).digest())
     return h.hexdigest()[:32]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
 from densekit.errors import IndexCorruptError, IndexMismatchError
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -24,6 +27,10 @@ class EncoderSpec(BaseModel):
     similarity: str = "cosine"
     normalize: bool = True
     max_seq_length: int | None = None
+    # The runtime that encoded the stored vectors; indexes written before runtimes existed
+    # were all torch fp32.
+    backend: str = "torch"
+    precision: str = "fp32"
 
 
 class Manifest(BaseModel):
@@ -85,3 +92,22 @@ def verify_checksums(folder: Path, manifest: Manifest, files: tuple[str, ...] = 
         actual = sha256_file(path)
         if actual != expected:
             raise IndexCorruptError(f"{path} fails its checksum (expected {expected[:12]}..., got {actual[:12]}...): corrupt or truncated")
+
+
+# Largest drift (1 - cosine between an export's embeddings and its source's) at which queries
+# of one runtime may still search documents encoded by another.
+MAX_RUNTIME_DRIFT = 0.01
+
+
+def check_encoder_runtime(spec: EncoderSpec, backend: str, precision: str, drift: float | None = None) -> None:
+    """Warn when queries are encoded by another runtime than the index's documents were, and
+    raise IndexMismatchError when the known drift between the two (`drift`: 1 - the lowest
+    cosine an export's quality check measured against its source) passes MAX_RUNTIME_DRIFT."""
+    if (spec.backend, spec.precision) == (backend, precision):
+        return
+    where = f"index built with {spec.backend}/{spec.precision}, queries encoded with {backend}/{precision}"
+    if drift is not None and drift > MAX_RUNTIME_DRIFT:
+        raise IndexMismatchError(
+            f"{where}: their embeddings differ by a cosine drift of {drift:.4f} (limit {MAX_RUNTIME_DRIFT}); rebuild the index with this runtime"
+        )
+    log.warning("%s: scores shift slightly; rebuild the index with this runtime for exact agreement", where)

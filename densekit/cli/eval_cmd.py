@@ -74,6 +74,8 @@ def evaluate(
         1, "--calibration-depth", min=1, help="calibration: also over each query's top-N hits (1: is the top hit good?)"
     ),
     no_plots: bool = typer.Option(False, "--no-plots", help="multi-run report without PNG plots"),
+    backend: str = typer.Option(None, "--backend", help="bi-encoder runtime: torch, onnx or openvino (default: DENSEKIT_BACKEND)"),
+    precision: str = typer.Option(None, "--precision", help="bi-encoder precision: fp32, bf16 or int8 (default: DENSEKIT_PRECISION)"),
 ) -> None:
     """Evaluate a model, index or server on one or several datasets; prints the headline metrics."""
     if ctx.invoked_subcommand:
@@ -117,7 +119,8 @@ def evaluate(
     n_first_stages = len(index) + len(endpoint) + (0 if index else len(model))
     single = config is None and len(data) == 1 and n_first_stages <= 1
     request = EvalRequest(suite, out, "single" if single else "suite", device=device, endpoint_concurrency=endpoint_concurrency)
-    result = run_evaluation(request, settings())
+    runtime = {k: v for k, v in {"backend": backend, "precision": precision}.items() if v is not None}
+    result = run_evaluation(request, settings().model_copy(update=runtime))
     if single:
         _print_single(result)
     else:

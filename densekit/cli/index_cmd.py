@@ -53,6 +53,8 @@ def build(
     ),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda (default: DENSEKIT_DEVICE)"),
     batch_size: int = typer.Option(None, "--batch-size", help="encoding batch size"),
+    backend: str = typer.Option(None, "--backend", help="torch, onnx or openvino (default: DENSEKIT_BACKEND, or an exported model's own)"),
+    precision: str = typer.Option(None, "--precision", help="fp32, bf16 or int8 (default: DENSEKIT_PRECISION, or an exported model's own)"),
 ) -> None:
     """Encode a corpus and write an index folder: manifest.json, index.faiss, docstore.sqlite."""
     from densekit.encoder import Encoder
@@ -82,7 +84,7 @@ def build(
         _build_distilled(folder, out, model or s.model, build_params, search_params, device or s.device)
         return
     corpus = load_corpus(folder)
-    enc = Encoder.from_settings(s, model=model, device=device, batch_size=batch_size)
+    enc = Encoder.from_settings(s, model=model, device=device, batch_size=batch_size, backend=backend, precision=precision)
     t0 = time.perf_counter()
     with build_from_corpus(enc, corpus, kind=kind, build_params=build_params, search_params=search_params) as idx:
         idx.manifest.extra["source"] = str(folder)

@@ -74,3 +74,47 @@ class Settings(BaseSettings):
         ge=0,
         description="CPU threads of a model forward pass; 0 = torch default (all cores); 1 suits machines whose cores other processes share",
     )
+    # Input integrity: what a document may carry and how large an answer may grow.
+    max_metadata_bytes: int = Field(
+        default=65_536, ge=2, description="largest metadata of one document, as compact JSON in bytes (422 past it)"
+    )
+    max_metadata_depth: int = Field(
+        default=32, ge=1, le=200, description="deepest nesting of objects/arrays in one document's metadata (422 past it)"
+    )
+    max_response_bytes: int = Field(
+        default=8_000_000,
+        ge=1024,
+        description="largest /search answer in bytes; past it the request gets 413 and should lower top_k or set include_text/include_metadata to false",
+    )
+    # Slow clients: how long a connection may take to send a request (a client trickling bytes
+    # would otherwise hold a connection, and a worker's memory, for as long as it likes).
+    request_header_timeout_s: float = Field(
+        default=10.0, gt=0, description="seconds a client has to send a request's line and headers (408, then the connection is closed)"
+    )
+    request_read_timeout_s: float = Field(
+        default=30.0, gt=0, description="seconds a client has to send a request's body once its headers arrived (408, connection closed)"
+    )
+    keep_alive_timeout_s: int = Field(default=5, ge=1, description="seconds an idle keep-alive connection stays open between requests")
+    max_header_bytes: int = Field(
+        default=16_384, ge=1024, description="largest request line plus headers in bytes (431, connection closed)"
+    )
+    # What the API shows about itself.
+    public_docs: bool = Field(default=False, description="serve /docs, /redoc and /openapi.json without an API key when keys are set")
+    served_model_name: str | None = Field(
+        default=None, description="the bi-encoder's name in /info and /v1/embeddings (default: its folder's name or hub id)"
+    )
+    served_reranker_name: str | None = Field(
+        default=None, description="the reranker's name in /info and /v1/rerank, /v2/rerank (default: its folder's name or hub id)"
+    )
+    allow_any_model: bool = Field(
+        default=False,
+        description="accept any `model` on /v1/* and /v2/* (false: a name other than the served one gets 404 model_not_found)",
+    )
+    backend: str = Field(
+        default="torch",
+        description="inference runtime of the bi-encoder: torch, onnx or openvino (a model exported by `densekit export` brings its own)",
+    )
+    precision: str = Field(
+        default="fp32",
+        description="inference precision: fp32, bf16 (torch, on CPUs with avx512_bf16/AMX or on CUDA) or int8 (onnx/openvino)",
+    )

@@ -25,6 +25,7 @@ from densekit.data.beir import Corpus, document_text
 from densekit.errors import IndexCorruptError, IndexMismatchError, InvalidInputError
 from densekit.index import faiss_kinds
 from densekit.index.docstore import DocStore
+from densekit.index.filters import Filter, to_sql
 from densekit.index.manifest import (
     DOCSTORE_FILE,
     INDEX_FILE,
@@ -223,23 +224,58 @@ class DenseIndex:
     def __len__(self) -> int:
         return int(self.faiss.ntotal)
 
-    def search(self, queries: np.ndarray, top_k: int, params: dict[str, Any] | None = None) -> list[list[SearchHit]]:
+    def search(
+        self, queries: np.ndarray, top_k: int, params: dict[str, Any] | None = None, where: Filter | None = None
+    ) -> list[list[SearchHit]]:
+        """The top_k hits of each query; with `where` (densekit.index.filters), only among
+        the documents whose metadata matches it, selected inside faiss."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise IndexMismatchError(f"query vectors of shape {queries.shape} for an index of dim {self.dim}")
         if top_k < 1:
             raise InvalidInputError("top_k must be at least 1")
         merged = faiss_kinds.parse_search_params(self.manifest.kind, {**self.manifest.search_params, **(params or {})})
-        sp = faiss_kinds.search_parameters(self.faiss, merged)
-        k = min(top_k, max(1, len(self)))
+        if where is not None:
+            faiss_kinds.check_filterable(self.faiss, self.manifest.kind)
         with self._lock:
-            scores, rows = self._faiss_search(queries, k, sp)
+            if where is None:
+                k = min(top_k, max(1, len(self)))
+                scores, rows = self._faiss_search(queries, k, faiss_kinds.search_parameters(self.faiss, merged))
+            else:
+                scores, rows = self._filtered_search(queries, top_k, merged, where)
             row_to_id = self._row_to_id
         out: list[list[SearchHit]] = []
         for srow, rrow in zip(scores, rows):
             hits = [SearchHit(row_to_id[int(r)], float(s), int(r)) for s, r in zip(srow, rrow) if r >= 0 and int(r) in row_to_id]
             out.append(hits)
         return out
+
+    def _filtered_search(self, queries: np.ndarray, top_k: int, params: dict[str, Any], where: Filter) -> tuple[np.ndarray, np.ndarray]:
+        """Search among the rows the document store matches. Always on the CPU index: faiss's GPU
+        indexes take no IDSelector. A query an approximate kind answers short (the probed lists
+        or the HNSW candidates held too few matches) is searched once more, exhaustively."""
+        condition, args = to_sql(where)
+        allowed = np.array(self.docstore.rows_where(condition, args), dtype=np.int64)
+        if allowed.size == 0:
+            return np.zeros((len(queries), 0), dtype=np.float32), np.zeros((len(queries), 0), dtype=np.int64)
+        k = min(top_k, int(allowed.size))
+        scores, rows = self.faiss.search(queries, k, params=faiss_kinds.search_parameters(self.faiss, params, allowed))
+        short = (rows < 0).any(axis=1)
+        wider = self._exhaustive_params(params)
+        if short.any() and wider is not None:
+            sp = faiss_kinds.search_parameters(self.faiss, wider, allowed)
+            scores[short], rows[short] = self.faiss.search(queries[short], k, params=sp)
+        return scores, rows
+
+    def _exhaustive_params(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        """Search params that visit every vector (IVF: all lists; HNSW: a candidate list as long
+        as the index), or None when `params` already do or the kind is exact."""
+        inner = faiss_kinds.core_index(self.faiss)
+        if isinstance(inner, faiss.IndexIVF) and params.get("nprobe", inner.nprobe) < inner.nlist:
+            return {**params, "nprobe": int(inner.nlist)}
+        if isinstance(inner, faiss.IndexHNSW) and params.get("ef_search", inner.hnsw.efSearch) < len(self):
+            return {**params, "ef_search": len(self)}
+        return None
 
     def documents(self, rows: list[int]) -> dict[int, dict]:
         return self.docstore.get_by_rows(rows)
@@ -390,6 +426,8 @@ def build_from_corpus(
         similarity=info.similarity,
         normalize=info.normalize,
         max_seq_length=info.max_seq_length,
+        backend=info.backend,
+        precision=info.precision,
     )
     return DenseIndex.build(vectors, corpus, doc_ids, spec, kind=kind, build_params=build_params, search_params=search_params)
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from densekit.errors import IndexCorruptError, InvalidInputError
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -25,6 +29,16 @@ def _metadata_json(doc_id: str, metadata: dict | None) -> str:
         return json.dumps(metadata or {})
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"metadata of document {doc_id!r} is not JSON: {exc}") from None
+
+
+def _stored_metadata(doc_id: str, text: str) -> dict | None:
+    """Stored metadata, or None (logged) when it cannot be read back: one damaged row must
+    not fail every search that returns it."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        log.error("document %r: stored metadata cannot be decoded (%s); read as null", doc_id, exc)
+        return None
 
 
 class DocStore:
@@ -70,6 +84,11 @@ class DocStore:
                 out[d] = int(hit[0])
         return out
 
+    def rows_where(self, condition: str, params: Sequence[Any]) -> list[int]:
+        """Rows of the documents for which a SQL condition over the docs table holds (a
+        filter's condition from densekit.index.filters.to_sql)."""
+        return [int(r) for (r,) in self.conn.execute(f"SELECT row FROM docs WHERE {condition}", list(params))]
+
     def max_row(self) -> int:
         v = self.conn.execute("SELECT max(row) FROM docs").fetchone()[0]
         return -1 if v is None else int(v)
@@ -83,7 +102,7 @@ class DocStore:
             chunk = rows[start : start + 900]
             q = f"SELECT row, id, title, text, metadata FROM docs WHERE row IN ({','.join('?' * len(chunk))})"
             for r, i, t, x, m in self.conn.execute(q, chunk):
-                out[int(r)] = {"id": i, "title": t, "text": x, "metadata": json.loads(m)}
+                out[int(r)] = {"id": i, "title": t, "text": x, "metadata": _stored_metadata(i, m)}
         return out
 
     def iter_all(self) -> Iterator[dict]:

@@ -350,27 +350,60 @@ def require_removable(index: faiss.Index, kind: str) -> None:
 
 
 # ---- search ---------------------------------------------------------------------------
-def search_parameters(index: faiss.Index, params: dict[str, Any] | None) -> faiss.SearchParameters | None:
+def search_parameters(
+    index: faiss.Index, params: dict[str, Any] | None, allowed_rows: np.ndarray | None = None
+) -> faiss.SearchParameters | None:
     """Per-query search parameters (nprobe, efSearch) as a faiss SearchParameters object, so a
-    query never mutates the shared index (safe under concurrent searches)."""
-    if not params:
+    query never mutates the shared index (safe under concurrent searches). With
+    `allowed_rows`, faiss only returns those ids (an IDSelector applied inside the search, so
+    top_k is filled from them); raise `check_filterable` first for a clear error."""
+    params = params or {}
+    if not params and allowed_rows is None:
         return None
     inner = core_index(index)
     sp: faiss.SearchParameters | None = None
-    if isinstance(inner, faiss.IndexIVF) and "nprobe" in params:
+    if isinstance(inner, faiss.IndexIVF) and ("nprobe" in params or allowed_rows is not None):
         sp = faiss.SearchParametersIVF()
-        sp.nprobe = int(params["nprobe"])
-    elif isinstance(inner, faiss.IndexHNSW) and "ef_search" in params:
+        sp.nprobe = int(params.get("nprobe", inner.nprobe))
+    elif isinstance(inner, faiss.IndexHNSW) and ("ef_search" in params or allowed_rows is not None):
         sp = faiss.SearchParametersHNSW()
-        sp.efSearch = int(params["ef_search"])
+        sp.efSearch = int(params.get("ef_search", inner.hnsw.efSearch))
+    elif allowed_rows is not None:
+        sp = faiss.SearchParameters()
     if sp is None:
         return None
+    if allowed_rows is not None:
+        selector, bitmap = _row_selector(allowed_rows)
+        sp.sel = selector
+        sp.referenced_objects = [selector, bitmap]  # faiss only points at them
     if isinstance(faiss.downcast_index(index), faiss.IndexPreTransform):
         outer_sp = faiss.SearchParametersPreTransform()
         outer_sp.index_params = sp
         outer_sp.referenced_objects = [sp]  # keep the inner object alive as long as the outer one
         return outer_sp
     return sp
+
+
+def _row_selector(rows: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
+    """A bitmap IDSelector of faiss ids: constant-time membership, (max row)/8 bytes."""
+    rows = np.asarray(rows, dtype=np.int64)
+    mask = np.zeros(int(rows.max()) + 1 if rows.size else 1, dtype=bool)
+    mask[rows] = True
+    bitmap = np.packbits(mask, bitorder="little")  # faiss tests bit (id & 7) of byte id >> 3
+    return faiss.IDSelectorBitmap(bitmap), bitmap
+
+
+def check_filterable(index: faiss.Index, kind: str) -> None:
+    """ConfigError (naming the kind) unless faiss can apply an IDSelector inside this index's
+    search: IDMap and pre-transform (OPQ) wrappers around a flat, IVF or HNSW index."""
+    outer = faiss.downcast_index(index)
+    while isinstance(outer, (faiss.IndexIDMap, faiss.IndexPreTransform)):
+        outer = faiss.downcast_index(outer.index)
+    if not isinstance(outer, (faiss.IndexFlat, faiss.IndexIVF, faiss.IndexHNSW)):
+        raise ConfigError(
+            "filter",
+            f"a '{kind}' index ({describe(index)}) cannot filter inside faiss; filters work on kinds {', '.join(KINDS)} as densekit builds them",
+        )
 
 
 # ---- description ----------------------------------------------------------------------

@@ -94,6 +94,15 @@ class WriteResult:
 
 
 def _encode_record(seq: int, op: Upsert | Delete) -> bytes:
+    """One log frame; InvalidInputError when the operation's documents cannot be written as
+    UTF-8 JSON (a lone surrogate, a non-JSON value, nesting past the stack)."""
+    try:
+        return _frame(seq, op)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise InvalidInputError(f"the write cannot be logged as UTF-8 JSON: {exc}") from None
+
+
+def _frame(seq: int, op: Upsert | Delete) -> bytes:
     if isinstance(op, Upsert):
         vec = np.ascontiguousarray(op.vectors, dtype="<f4")
         header = {"seq": seq, "op": "upsert", "docs": op.docs, "n": int(vec.shape[0]), "dim": int(vec.shape[1])}
@@ -349,13 +358,15 @@ class LiveIndex:
             logged = False
             try:
                 for op in ops:
+                    seq = self.stats.seq + 1
                     try:
                         self._check(op)
+                        # Encoded before anything is applied: an operation that cannot be
+                        # logged is refused alone, and the others of the batch go on.
+                        record = _encode_record(seq, op)
                     except (InvalidInputError, DocumentNotFoundError) as exc:
                         out.append(exc)
                         continue
-                    seq = self.stats.seq + 1
-                    record = _encode_record(seq, op)
                     try:
                         count = self._apply(op)
                     except Exception as exc:

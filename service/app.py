@@ -15,15 +15,15 @@ import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
 
 from densekit import __version__
 from densekit.service.engines import EmbedEngine, IndexEngine, InputTooLong, RerankEngine
-from densekit.service.errors import error_body, install_error_handlers
+from densekit.service.errors import error_answer, install_error_handlers, without_paths
 from densekit.service.logging_setup import configure_logging
 from densekit.service.metrics import ServiceMetrics
-from densekit.service.middleware import STAGES, ServiceMiddleware
+from densekit.service.middleware import STAGES, JSONErrorCORSMiddleware, ServiceMiddleware
 from densekit.service.routes import documents, embed, health, rerank, search
+from densekit.service.routes.docs import docs_router
 from densekit.service.state import ServiceState, close_state, load_state
 from densekit.settings import Settings
 
@@ -88,7 +88,8 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
             if not settings.load_in_background:
                 raise  # uvicorn's start-up fails and the process exits with the message
             # In the background the process stays up to say why: /health and /ready answer 503.
-            pending.errors.append(f"{type(exc).__name__}: {exc}")
+            # Answered over HTTP: files are named, not located (the log has the whole message).
+            pending.errors.append(f"{type(exc).__name__}: {without_paths(str(exc))}")
             return
         attach_engines(loaded, settings, metrics)
         app.state.dk = loaded
@@ -108,11 +109,16 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
         description=(
             "Dense retrieval and reranking service. densekit's own `/search` and `/documents`, "
             "text-embeddings-inference's `/embed` and `/rerank`, OpenAI's `/v1/embeddings` and "
-            "Cohere/Jina's `/v1/rerank`. Errors are `{error, error_type}` JSON. Every response "
+            "Cohere/Jina's `/v1/rerank` and Cohere's `/v2/rerank`. Errors are `{error, error_type}` JSON "
+            "(under `/v1/`: OpenAI's `{error: {message, type, param, code}}`). Every response "
             "carries `x-request-id` and timing headers in milliseconds (`x-total-time` and, where "
             f"they apply, {', '.join(f'`x-{s}-time`' for s in STAGES)}), also as `server-timing`."
         ),
         lifespan=lifespan,
+        # Served by docs_router: behind the API key unless public_docs.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.dk = state
@@ -120,8 +126,8 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     install_error_handlers(app)
 
     @app.exception_handler(InputTooLong)
-    async def _too_long(_: Request, exc: InputTooLong):
-        return error_body(413, "payload_too_large", str(exc))
+    async def _too_long(request: Request, exc: InputTooLong):
+        return error_answer(request.scope, 413, "payload_too_large", str(exc))
 
     app.include_router(health.public)
     app.include_router(health.router)
@@ -129,13 +135,17 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     app.include_router(embed.router)
     app.include_router(rerank.router)
     app.include_router(documents.router)
+    app.include_router(docs_router(public=settings.public_docs))
     # Added last = outermost: CORS answers preflights before anything else runs.
-    app.add_middleware(ServiceMiddleware, max_payload_bytes=settings.max_payload_bytes, metrics=metrics)
+    app.add_middleware(
+        ServiceMiddleware, max_payload_bytes=settings.max_payload_bytes, metrics=metrics, read_timeout_s=settings.request_read_timeout_s
+    )
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            JSONErrorCORSMiddleware,
+            metrics=metrics,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "HEAD", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "X-Total-Time", "Server-Timing", *(f"X-{s.title()}-Time" for s in STAGES)],
         )

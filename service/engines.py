@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from densekit.index.filters import Filter
 from densekit.index.live import Delete, LiveIndex, Upsert, WriteResult
 from densekit.service.batching import DynamicBatcher
 from densekit.service.metrics import ServiceMetrics
@@ -192,6 +193,7 @@ class SearchJob:
     vectors: np.ndarray
     top_k: int
     params: dict[str, int]
+    where: Filter | None = None  # metadata filter (hashable: jobs with equal filters search together)
 
 
 @dataclass
@@ -221,8 +223,10 @@ class IndexEngine:
             "index", self._run, settings.max_search_batch, settings.max_wait_ms, settings.max_queue, metrics.on_batch, metrics.on_depth
         )
 
-    async def search(self, vectors: np.ndarray, top_k: int, params: dict[str, int], timings: Timings) -> list[list[Hit]]:
-        hits, job = await self.batcher.submit(SearchJob(vectors, top_k, params), vectors.shape[0])
+    async def search(
+        self, vectors: np.ndarray, top_k: int, params: dict[str, int], timings: Timings, where: Filter | None = None
+    ) -> list[list[Hit]]:
+        hits, job = await self.batcher.submit(SearchJob(vectors, top_k, params, where), vectors.shape[0])
         timings.add("queue", job.queue_ms)
         timings.add("search", job.run_ms)
         self.metrics.stage.labels("search").observe(job.run_ms / 1000)
@@ -264,15 +268,15 @@ class IndexEngine:
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, j in enumerate(jobs):
             if isinstance(j, SearchJob):
-                groups[tuple(sorted(j.params.items()))].append(i)
+                groups[(tuple(sorted(j.params.items())), j.where)].append(i)
         if not groups:
             return
         all_hits: dict[int, list] = {}
-        for key, idxs in groups.items():
+        for (params, where), idxs in groups.items():
             k = max(jobs[i].top_k for i in idxs)
             mat = np.vstack([jobs[i].vectors for i in idxs]) if len(idxs) > 1 else jobs[idxs[0]].vectors
             try:
-                res = self.index.search(mat, k, dict(key))
+                res = self.index.search(mat, k, dict(params), where=where)
             except Exception as exc:  # bad parameters for this kind: fail this group only
                 for i in idxs:
                     out[i] = exc

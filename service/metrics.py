@@ -14,6 +14,7 @@ API_ROUTES = (
     "/search",
     "/rerank",
     "/v1/rerank",
+    "/v2/rerank",
     "/embed",
     "/v1/embeddings",
     "/documents",

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
+from densekit.service.validation import DocumentId, Metadata, Text
+
 
 class SearchParamsIn(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -25,8 +27,8 @@ class SearchParamsIn(BaseModel):
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str | None = Field(None, description="one query (must not be empty); give either `query` or `queries`")
-    queries: list[str] | None = Field(None, description="a batch of queries, answered in order (at most the server's max_client_batch)")
+    query: Text | None = Field(None, description="one query (must not be empty); give either `query` or `queries`")
+    queries: list[Text] | None = Field(None, description="a batch of queries, answered in order (at most the server's max_client_batch)")
     top_k: int = Field(10, ge=1, le=100_000, description="documents to return per query (at most the server's max_top_k)")
     rerank: bool = Field(False, description="rescore the first-stage hits with the server's reranker (two-stage retrieval)")
     rerank_top_n: int | None = Field(
@@ -40,6 +42,14 @@ class SearchRequest(BaseModel):
     search_params: SearchParamsIn | None = Field(
         None, description='per-request index parameters, e.g. {"nprobe": 32} or {"ef_search": 128}'
     )
+    filter: dict[str, Any] | None = Field(
+        None,
+        description="only documents whose metadata matches, selected inside the index (top_k is filled from them): "
+        '{"field": value} equality, {"field": {"$in": [...]}}, {"$ne": v}, numeric {"$gt"|"$gte"|"$lt"|"$lte": x}, '
+        '{"$and": [...]}, {"$or": [...]}; fields are top-level metadata keys (a dot is part of the name)',
+    )
+    include_text: bool = Field(True, description="false: hits carry no `title` and `text` (smaller answers)")
+    include_metadata: bool = Field(True, description="false: hits carry no `metadata` (smaller answers)")
 
     @model_validator(mode="after")
     def _one_of(self) -> SearchRequest:
@@ -53,9 +63,13 @@ class SearchHitOut(BaseModel):
     score: float = Field(..., description="similarity; when reranked the reranker's score, or the fused RRF score with rerank_fusion 'rrf'")
     dense_score: float | None = Field(None, description="first-stage similarity (only when reranked)")
     rerank_score: float | None = Field(None, description="the reranker's score (only when reranked)")
-    title: str = Field("", description="document title")
-    text: str = Field("", description="document text")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="document metadata")
+    title: str = Field("", description="document title (absent with include_text false)")
+    text: str = Field("", description="document text (absent with include_text false)")
+    metadata: dict[str, Any] | None = Field(
+        default_factory=dict,
+        description="document metadata (absent with include_metadata false); null when the stored metadata cannot be written as JSON",
+    )
+    metadata_error: str | None = Field(None, description="why `metadata` is null (only then)")
 
 
 class SearchResponse(BaseModel):
@@ -77,10 +91,19 @@ class BatchSearchResponse(BaseModel):
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(..., min_length=1, max_length=512, description="document id; an existing id is replaced")
-    title: str = Field("", description="title (encoded as BEIR does: title + ' ' + text)")
-    text: str = Field(..., description="document text")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="any JSON object, returned with search hits")
+    id: DocumentId = Field(
+        ...,
+        min_length=1,
+        max_length=512,
+        description='document id; an existing id is replaced. Any printable text ("/" included) without a "." or ".." path segment',
+    )
+    title: Text = Field("", description="title (encoded as BEIR does: title + ' ' + text)")
+    text: Text = Field(..., description="document text")
+    metadata: Metadata = Field(
+        default_factory=dict,
+        description="a JSON object returned with search hits: integers within 64 bits, no NaN/Infinity, "
+        "at most max_metadata_depth levels deep and max_metadata_bytes as compact JSON",
+    )
 
 
 class UpsertRequest(BaseModel):
@@ -103,7 +126,8 @@ class DocumentOut(BaseModel):
     id: str
     title: str = ""
     text: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] | None = Field(default_factory=dict, description="null when the stored metadata cannot be written as JSON")
+    metadata_error: str | None = Field(None, description="why `metadata` is null (only then)")
 
 
 class HealthResponse(BaseModel):
@@ -139,7 +163,7 @@ class ErrorResponse(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "empty input"},
     401: {"model": ErrorResponse, "description": "missing or wrong API key"},
-    413: {"model": ErrorResponse, "description": "too many inputs, too long an input, or too large a payload"},
+    413: {"model": ErrorResponse, "description": "too many inputs, too long an input, too large a payload or answer"},
     422: {"model": ErrorResponse, "description": "invalid request"},
     429: {"model": ErrorResponse, "description": "overloaded: the queue is full, retry later"},
     503: {"model": ErrorResponse, "description": "not ready: models or index still loading"},

@@ -43,6 +43,17 @@ class TokenCounter:
             return [estimate_tokens(t) for t in texts]
         return [len(e.ids) for e in self._tok().encode_batch(list(texts), add_special_tokens=True)]
 
+    def truncate(self, texts: Sequence[str], max_tokens: int) -> list[str]:
+        """Each text cut after its first `max_tokens` tokens (special tokens not counted), at
+        the character where that token ends. Without a fast tokenizer, whitespace-separated
+        words stand in for tokens."""
+        if self._spec is None:
+            return [t if len(t.split()) <= max_tokens else " ".join(t.split()[:max_tokens]) for t in texts]
+        out = []
+        for text, enc in zip(texts, self._tok().encode_batch(list(texts), add_special_tokens=False)):
+            out.append(text if len(enc.ids) <= max_tokens else text[: enc.offsets[max_tokens - 1][1]])
+        return out
+
     def clip(self, counts: Sequence[int]) -> list[int]:
         if self.max_length is None:
             return list(counts)

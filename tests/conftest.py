@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Fixtures that live in their own module (tests/ is on sys.path: it has no __init__.py).
-pytest_plugins = ["rerank_fixtures"]
+pytest_plugins = ["rerank_fixtures", "service_fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -219,6 +219,8 @@ def spawn_server(opts: LoadOptions, port: int) -> subprocess.Popen:
             extra += [f"--{flag.replace('_', '-')}", str(v)]
     if opts.read_only:
         extra += ["--read-only"]
+    # OpenAI-style requests name the model: serve it under the name the load sends.
+    extra += ["--served-model-name", opts.model_name]
     return subprocess.Popen(serve_command(port, *extra), stdout=subprocess.DEVNULL, stderr=open_log(opts.server_log))
 
 

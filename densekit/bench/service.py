@@ -169,7 +169,7 @@ def run_service_bench(opts: ServiceBenchOptions) -> dict:
     if "embed" not in opts.skip and opts.infinity:
         # 3. densekit /embed (and /v1/embeddings) vs infinity-emb /embeddings, same model folder.
         dk_port, inf_port = free_port(), free_port()
-        dk = _densekit_server(opts, outdir, dk_port, "--model", minilm)
+        dk = _densekit_server(opts, outdir, dk_port, "--model", minilm, "--served-model-name", "minilm")
         inf = _infinity_server(opts.infinity, minilm, inf_port, outdir / "infinity-server.log")
         try:
             dk_url, inf_url = f"http://127.0.0.1:{dk_port}", f"http://127.0.0.1:{inf_port}"

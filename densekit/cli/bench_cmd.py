@@ -180,7 +180,11 @@ def load(
     embed_batch: int = typer.Option(4, "--embed-batch", help="sentences per embed request"),
     embed_style: str = typer.Option("tei", "--embed-style", help="embed request shape: tei or openai"),
     embed_path: str = typer.Option(None, "--embed-path", help="default /embed (tei) or /v1/embeddings (openai)"),
-    model_name: str = typer.Option("model", "--model-name", help="openai style: the `model` field"),
+    model_name: str = typer.Option(
+        "model",
+        "--model-name",
+        help="openai style: the `model` field (the server's served name, see /info; a spawned server serves under it)",
+    ),
     data_dir: str = typer.Option(
         None, "--data-dir", help=DATA_DIR_HELP + "; request texts come from its scifact/, else synthetic ('' for synthetic texts)"
     ),

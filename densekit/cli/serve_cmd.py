@@ -101,6 +101,7 @@ def serve(log_level: str = "info", **flags: Any) -> None:
     import uvicorn
 
     from densekit.index.live import check_index_folder
+    from densekit.service.http_server import uvicorn_options
     from densekit.service.logging_setup import configure_logging
 
     s = settings_from_flags(flags)  # validates every value before anything loads
@@ -124,6 +125,8 @@ def serve(log_level: str = "info", **flags: Any) -> None:
         log_config=None,  # keep the structured logging configured above
         access_log=False,  # densekit logs one line per request itself, with timings
         timeout_graceful_shutdown=int(s.graceful_shutdown_s) or None,
+        # Slow clients: keep-alive, request-head deadline and size (the body's deadline is the app's).
+        **uvicorn_options(s, in_process=s.workers == 1),
     )
 
 

@@ -1,11 +1,16 @@
 """Live documents: `POST /documents` (batch upsert), `GET /documents/{id}`,
 `DELETE /documents/{id}`. A 200 means the write is in the fsynced write-ahead log
-(index/live.py): a restart, even after `kill -9`, still has it."""
+(index/live.py): a restart, even after `kill -9`, still has it.
+
+Every check of a write runs here, before it joins the index thread's shared write batch, so
+that one bad request never fails (or half-applies) the requests batched with it. An id may
+hold "/": the routes take the rest of the path as the id."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 
 from densekit.data.beir import document_text
@@ -14,7 +19,10 @@ from densekit.index.live import Delete, Upsert
 from densekit.service.auth import require_api_key
 from densekit.service.deps import check_texts, ready_state, settings_of, timings
 from densekit.service.errors import ApiError, conflict, empty_input, not_ready, validation
+from densekit.service.responses import RawJSON, render_document
 from densekit.service.schemas import DeleteResponse, DocumentOut, UpsertRequest, UpsertResponse, errors
+from densekit.service.validation import metadata_problem
+from densekit.settings import Settings
 
 router = APIRouter(tags=["documents"], dependencies=[Depends(require_api_key)])
 
@@ -31,6 +39,18 @@ def _writable(request: Request):
     if state.live is None:
         raise conflict("this server's index is read-only (started with --read-only or several workers)")
     return state
+
+
+def _check_metadata(docs: list[dict], s: Settings) -> None:
+    """The server's own limits on metadata (the request model has already refused what JSON
+    cannot carry back): nesting depth and size, naming the document."""
+    for i, d in enumerate(docs):
+        problem = metadata_problem(d["metadata"], s.max_metadata_depth)
+        if problem is not None:
+            raise validation(f"documents[{i}].{problem}")
+        size = len(orjson.dumps(d["metadata"]))
+        if size > s.max_metadata_bytes:
+            raise validation(f"documents[{i}].metadata: {size} bytes as JSON, the limit is {s.max_metadata_bytes} (max_metadata_bytes)")
 
 
 @router.post(
@@ -52,6 +72,7 @@ async def upsert_documents(req: UpsertRequest, request: Request):
         raise validation("documents: the same id appears twice in one request")
     if any(not i.strip() for i in ids):
         raise empty_input("documents: an id is blank")
+    _check_metadata(docs, s)
     tm = timings(request)
     vectors, _ = await state.embed.embed(texts, "document", tm, truncate=True)
     try:
@@ -62,7 +83,7 @@ async def upsert_documents(req: UpsertRequest, request: Request):
 
 
 @router.get(
-    "/documents/{doc_id}",
+    "/documents/{doc_id:path}",
     response_model=DocumentOut,
     summary="one document of the index by id",
     responses={**errors(401, 503), **_NOT_FOUND},
@@ -74,11 +95,11 @@ async def get_document(doc_id: str, request: Request):
     doc = await state.search.get(doc_id, timings(request))
     if doc is None:
         raise ApiError(404, "not_found", f"no document with id {doc_id!r}")
-    return DocumentOut(**doc)
+    return RawJSON(render_document({"id": doc["id"], "title": doc["title"], "text": doc["text"], "metadata": doc["metadata"]}))
 
 
 @router.delete(
-    "/documents/{doc_id}",
+    "/documents/{doc_id:path}",
     response_model=DeleteResponse,
     summary="remove a document (durable when answered)",
     responses={**errors(401, 429, 503), **_NOT_FOUND, **_CONFLICT},

@@ -1,5 +1,5 @@
 """Embeddings in the two shapes clients speak: TEI's `POST /embed` and OpenAI's
-`POST /v1/embeddings`."""
+`POST /v1/embeddings` (whose `model` is the served model's name)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 
 from densekit.service.auth import require_api_key
-from densekit.service.compat_schemas import EmbedRequest, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
+from densekit.service.compat_schemas import EmbedRequest, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse, compat_errors
 from densekit.service.deps import Ready, check_texts, ready_state, settings_of, timings
 from densekit.service.errors import validation
 from densekit.service.responses import FastJSON
 from densekit.service.schemas import errors
+from densekit.service.served_names import check_model, encoder_name
 
 router = APIRouter(tags=["embed"], dependencies=[Depends(require_api_key)])
 
@@ -53,13 +54,15 @@ async def embed(req: EmbedRequest, request: Request):
     "/v1/embeddings",
     response_model=OpenAIEmbeddingResponse,
     summary="embed texts (OpenAI shape); long inputs are truncated to the model's length",
-    responses=errors(400, 401, 413, 422, 429, 503),
+    responses=compat_errors(400, 401, 404, 413, 422, 429, 503, openai=True),
 )
 async def embeddings_v1(req: OpenAIEmbeddingRequest, request: Request):
     state, texts = _inputs(request, req.input, "input")
+    model = encoder_name(state, settings_of(request)) or "model"
+    check_model(req.model, model, settings_of(request))
     dim = state.encoder.dim
     if req.dimensions is not None and req.dimensions != dim:
-        raise validation(f"dimensions: this model gives {dim}-dimensional embeddings, not {req.dimensions}")
+        raise validation(f"dimensions: this model gives {dim}-dimensional embeddings, not {req.dimensions}", param="dimensions")
     vectors, counts = await state.embed.embed(texts, "plain", timings(request), truncate=True)
     if state.encoder.normalize:  # a cosine model's vectors are unit length, as OpenAI's are
         vectors = _l2_normalize(vectors)
@@ -73,7 +76,7 @@ async def embeddings_v1(req: OpenAIEmbeddingRequest, request: Request):
         {
             "object": "list",
             "data": [{"object": "embedding", "embedding": row, "index": i} for i, row in enumerate(rows)],
-            "model": req.model or state.encoder.name,
+            "model": model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
     )

@@ -1,7 +1,10 @@
 """Liveness, readiness, info and Prometheus metrics. /health and /metrics are public; /ready
-and /info need the API key when keys are set."""
+and /info need the API key when keys are set. Each answers HEAD too (the middleware's).
+Models are named by their served names, never by path."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -11,6 +14,7 @@ from densekit import __version__
 from densekit.service.auth import require_api_key
 from densekit.service.errors import error_body
 from densekit.service.schemas import HealthResponse, InfoResponse, ReadyResponse, errors
+from densekit.service.served_names import encoder_name, reranker_name
 
 public = APIRouter(tags=["health"])
 router = APIRouter(tags=["health"], dependencies=[Depends(require_api_key)])
@@ -33,6 +37,9 @@ LIMIT_FIELDS = (
     "snapshot_interval_s",
     "graceful_shutdown_s",
     "torch_threads",
+    "max_metadata_bytes",
+    "max_metadata_depth",
+    "max_response_bytes",
 )
 
 
@@ -45,7 +52,9 @@ LIMIT_FIELDS = (
 async def health(request: Request):
     state = request.app.state.dk
     if state is not None and state.errors:
-        return error_body(503, "failed", "; ".join(state.errors))
+        # Public: what failed, not where (the message names files); /ready has the detail.
+        kinds = ", ".join(sorted({e.split(":", 1)[0] for e in state.errors}))
+        return error_body(503, "failed", f"loading failed ({kinds}); /ready and the server log say why")
     return HealthResponse(status="ok")
 
 
@@ -84,20 +93,25 @@ async def info(request: Request) -> InfoResponse:
             "live_updates": state.live is not None,
         }
         if state.live is not None:
-            index_info.update(state.live.info())
+            live = state.live.info()
+            live["wal_dir"] = Path(live["wal_dir"]).name  # its name, not where it lives
+            index_info.update(live)
     backend = ""
     if enc is not None:
         import torch
 
-        backend = f"sentence-transformers {type(enc.model).__name__} on torch {torch.__version__}, {enc.device}, {next(enc.model.parameters()).dtype}, {torch.get_num_threads()} threads"
+        # An exported model's network runs in ONNX Runtime / OpenVINO: no torch parameters left.
+        param = next(enc.model.parameters(), None)
+        weights = str(param.dtype) if param is not None else enc.runtime.precision
+        backend = f"{enc.runtime} (sentence-transformers {type(enc.model).__name__}, torch {torch.__version__}), {enc.device}, {weights}, {torch.get_num_threads()} threads"
     return InfoResponse(
         version=__version__,
-        model=enc.name if enc else None,
+        model=encoder_name(state, s) if state else None,
         model_dim=enc.dim if enc else None,
         max_input_tokens=state.embed.max_length if state and state.embed else None,
         device=enc.device if enc else None,
         backend=backend,
         index=index_info,
-        reranker=getattr(state.reranker, "name", None) if state and state.reranker else None,
+        reranker=reranker_name(state, s) if state else None,
         limits={**limits, "auth": bool(s.api_keys), "cors": bool(s.cors_origins)},
     )

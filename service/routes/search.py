@@ -9,12 +9,14 @@ import time
 from fastapi import APIRouter, Depends, Request
 
 from densekit.data.beir import document_text
+from densekit.errors import ConfigError
 from densekit.fusion import fuse_rrf
+from densekit.index.filters import parse_filter
 from densekit.service.auth import require_api_key
 from densekit.service.deps import check_text, check_texts, ready_state, settings_of, timings
 from densekit.service.engines import Hit
-from densekit.service.errors import not_ready, validation
-from densekit.service.responses import FastJSON
+from densekit.service.errors import no_reranker, not_ready, too_large, validation
+from densekit.service.responses import HitsWriter, RawJSON, ResponseTooLarge, dumps
 from densekit.service.schemas import BatchSearchResponse, SearchRequest, SearchResponse, errors
 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_api_key)])
@@ -59,7 +61,7 @@ async def search(req: SearchRequest, request: Request):
     first_k = req.top_k
     if req.rerank:
         if state.rerank is None:
-            raise validation("rerank: this server has no reranker loaded (start it with --reranker)")
+            raise no_reranker()
         # The server default is capped by max_top_k; only an explicit value can be refused.
         first_k = max(req.top_k, req.rerank_top_n or min(s.rerank_top_n, s.max_top_k))
         if first_k > s.max_top_k:
@@ -67,9 +69,13 @@ async def search(req: SearchRequest, request: Request):
     elif req.rerank_top_n is not None and req.rerank_top_n > s.max_top_k:
         raise validation(f"rerank_top_n: must be at most {s.max_top_k} (max_top_k)")
     params = req.search_params.model_dump(exclude_none=True) if req.search_params else {}
+    try:
+        where = parse_filter(req.filter)
+    except ConfigError as exc:
+        raise validation(f"{exc.field}: {exc.message}") from None
 
     vectors, _ = await state.embed.embed(queries, "query", tm, truncate=True)
-    per_query = await state.search.search(vectors, first_k, params, tm)
+    per_query = await state.search.search(vectors, first_k, params, tm, where=where)
 
     hits_out: list[list[dict]]
     if req.rerank:
@@ -78,10 +84,26 @@ async def search(req: SearchRequest, request: Request):
         )
     else:
         hits_out = [[_hit(h) for h in hits] for hits in per_query]
+    return _answer(req, queries, hits_out, s.max_response_bytes, t0)
+
+
+def _answer(req: SearchRequest, queries: list[str], hits_out: list[list[dict]], limit: int, t0: float) -> RawJSON:
+    """The answer, each hit serialised on its own (a stored document whose metadata cannot be
+    written is sent with metadata null) and refused with 413 past max_response_bytes."""
+    drop = ([] if req.include_text else ["title", "text"]) + ([] if req.include_metadata else ["metadata"])
+    if drop:
+        hits_out = [[{k: v for k, v in h.items() if k not in drop} for h in hits] for hits in hits_out]
+    writer = HitsWriter(limit)
+    try:
+        if req.query is not None:
+            head = b'{"query":' + writer.add(dumps(req.query)) + b',"hits":' + writer.hits(hits_out[0])
+        else:
+            parts = (b'{"query":' + writer.add(dumps(q)) + b',"hits":' + writer.hits(h) + b"}" for q, h in zip(queries, hits_out))
+            head = b'{"results":[' + b",".join(parts) + b"]"
+    except ResponseTooLarge as exc:
+        raise too_large(str(exc)) from None
     took = (time.perf_counter() - t0) * 1000
-    if req.query is not None:
-        return FastJSON({"query": req.query, "hits": hits_out[0], "took_ms": took})
-    return FastJSON({"results": [{"query": q, "hits": h} for q, h in zip(queries, hits_out)], "took_ms": took})
+    return RawJSON(head + b',"took_ms":' + dumps(took) + b"}")
 
 
 async def _rerank(state, query: str, hits: list[Hit], top_k: int, fusion: str, tm) -> list[dict]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from densekit.training.losses.batch_scores import Similarity, batch_scores
+from densekit.training.losses.batch_scores import Similarity, batch_scores, check_temperature
 
 
 class BiEncoderLoss(nn.Module):
@@ -57,3 +57,23 @@ class BiEncoderLoss(nn.Module):
     def get_config_dict(self) -> dict[str, Any]:
         """What sentence-transformers writes into the model card."""
         return {"similarity": self.similarity, "gather_across_devices": self.gather_across_devices}
+
+
+class SoftmaxContrastiveLoss(BiEncoderLoss):
+    """What InfoNCE and DCL share: a softmax temperature and an optional passage-to-query
+    term (``symmetric``); they differ only in ``loss_from_scores``."""
+
+    def __init__(
+        self,
+        model=None,
+        temperature: float = 0.05,
+        symmetric: bool = False,
+        similarity: Similarity = "cosine",
+        gather_across_devices: bool = False,
+    ):
+        super().__init__(model, similarity, gather_across_devices)
+        self.temperature = check_temperature(temperature)
+        self.symmetric = bool(symmetric)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {**super().get_config_dict(), "temperature": self.temperature, "symmetric": self.symmetric}

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from densekit.training.losses.base import BiEncoderLoss
-from densekit.training.losses.batch_scores import Similarity, check_temperature, own_positive_mask, positive_scores
+from densekit.training.losses.base import SoftmaxContrastiveLoss
+from densekit.training.losses.batch_scores import own_positive_mask, positive_scores
 
 
-class DCLLoss(BiEncoderLoss):
+class DCLLoss(SoftmaxContrastiveLoss):
     r"""InfoNCE without the positive in the denominator.
 
         L = -1/B sum_i log( exp(s(q_i, p_i)/tau) / sum_{d in D, d != p_i} exp(s(q_i, d)/tau) )
@@ -30,18 +28,6 @@ class DCLLoss(BiEncoderLoss):
         loss = DCLLoss(model, temperature=0.05)
     """
 
-    def __init__(
-        self,
-        model=None,
-        temperature: float = 0.05,
-        symmetric: bool = False,
-        similarity: Similarity = "cosine",
-        gather_across_devices: bool = False,
-    ):
-        super().__init__(model, similarity, gather_across_devices)
-        self.temperature = check_temperature(temperature)
-        self.symmetric = bool(symmetric)
-
     def loss_from_scores(self, scores: Tensor) -> Tensor:
         logits = scores / self.temperature
         pos = positive_scores(logits)
@@ -52,9 +38,6 @@ class DCLLoss(BiEncoderLoss):
             square = logits[:, :b].masked_fill(mask[:, :b], float("-inf"))
             loss = (loss + (torch.logsumexp(square, dim=0) - pos).mean()) / 2
         return loss
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {**super().get_config_dict(), "temperature": self.temperature, "symmetric": self.symmetric}
 
     @property
     def citation(self) -> str:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from densekit.training.losses.base import BiEncoderLoss
-from densekit.training.losses.batch_scores import Similarity, check_temperature, positive_scores
+from densekit.training.losses.base import SoftmaxContrastiveLoss
+from densekit.training.losses.batch_scores import positive_scores
 
 
-class InfoNCELoss(BiEncoderLoss):
+class InfoNCELoss(SoftmaxContrastiveLoss):
     r"""Contrastive cross-entropy of each query's positive against every passage of the batch.
 
     With s(q, d) the similarity, tau the temperature, B queries and the batch's passages D
@@ -38,18 +36,6 @@ class InfoNCELoss(BiEncoderLoss):
         trainer = SentenceTransformerTrainer(model=model, train_dataset=ds, loss=loss)
     """
 
-    def __init__(
-        self,
-        model=None,
-        temperature: float = 0.05,
-        symmetric: bool = False,
-        similarity: Similarity = "cosine",
-        gather_across_devices: bool = False,
-    ):
-        super().__init__(model, similarity, gather_across_devices)
-        self.temperature = check_temperature(temperature)
-        self.symmetric = bool(symmetric)
-
     def loss_from_scores(self, scores: Tensor) -> Tensor:
         logits = scores / self.temperature
         pos = positive_scores(logits)
@@ -60,9 +46,6 @@ class InfoNCELoss(BiEncoderLoss):
             backward = (torch.logsumexp(logits[:, :b], dim=0) - pos).mean()
             loss = (loss + backward) / 2
         return loss
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {**super().get_config_dict(), "temperature": self.temperature, "symmetric": self.symmetric}
 
     @property
     def citation(self) -> str:

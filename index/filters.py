@@ -177,10 +177,11 @@ def to_sql(flt: Filter, metadata_column: str = "metadata") -> tuple[str, list[An
 
 
 def _sql(flt: Filter, col: str, params: list[Any]) -> str:
+    # An empty $and holds for every document and an empty $or for none, as in logic.
     if isinstance(flt, And):
-        return "(" + " AND ".join(_sql(p, col, params) for p in flt.parts) + ")"
+        return "(" + " AND ".join(_sql(p, col, params) for p in flt.parts) + ")" if flt.parts else "1"
     if isinstance(flt, Or):
-        return "(" + " OR ".join(_sql(p, col, params) for p in flt.parts) + ")"
+        return "(" + " OR ".join(_sql(p, col, params) for p in flt.parts) + ")" if flt.parts else "0"
     if flt.op == "ne":
         return "NOT " + _sql(Compare(flt.field, "eq", flt.values), col, params)
     params.append(flt.field)

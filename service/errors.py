@@ -106,6 +106,10 @@ def _openai_type(status: int) -> str:
 
 def error_content(path: str, status: int, error_type: str, message: str, param: str | None = None) -> dict[str, Any]:
     """The error body of a request to `path` (OpenAI's object under /v1/, else densekit's)."""
+    # A message may quote the client's input, lone surrogates included: escape what UTF-8
+    # cannot carry, so the answer to bad input is never a 500.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    param = param.encode("utf-8", "backslashreplace").decode("utf-8") if param is not None else None
     if path.startswith(OPENAI_PREFIX):
         return {"error": {"message": message, "type": _openai_type(status), "param": param, "code": error_type}}
     return {"error": message, "error_type": error_type}

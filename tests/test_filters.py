@@ -389,3 +389,23 @@ def test_http_bad_filter_is_422_naming_the_part(client, flt, part):
     r = client.post("/search", json={"query": "cats", "filter": flt})
     assert r.status_code == 422, r.text
     assert r.json()["error_type"] == "validation" and part in r.json()["error"]
+
+
+def test_empty_and_or_hold_for_all_and_none():
+    from densekit.index.filters import parse_filter, to_sql
+
+    for raw, expect in (({"$and": [{}]}, True), ({"$and": []}, True), ({"$or": []}, False)):
+        try:
+            sql, params = to_sql(parse_filter(raw))
+        except Exception as exc:  # a clear refusal is also acceptable, never a SQL error
+            from densekit.errors import DensekitError
+
+            assert isinstance(exc, DensekitError), exc
+            continue
+        import sqlite3
+
+        conn = sqlite3.connect(":memory:")
+        conn.execute("CREATE TABLE docs (row INTEGER, metadata TEXT)")
+        conn.execute("INSERT INTO docs VALUES (0, '{\"a\": 1}')")
+        rows = [r for (r,) in conn.execute(f"SELECT row FROM docs WHERE {sql}", params)]
+        assert rows == ([0] if expect else []), raw

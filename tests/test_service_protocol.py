@@ -334,3 +334,10 @@ def test_disallowed_cors_preflight_answers_json(index_dir, encoder):
         ok = c.options("/search", headers={**pre, "Origin": "https://app.example"})
         assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://app.example"
         assert _rejected(c, "cors_rejected") == 2
+
+
+def test_error_message_quoting_a_lone_surrogate_is_not_a_500():
+    from densekit.service.errors import error_body
+
+    r = error_body(422, "validation", "filter.\ud800: unknown operator", path="/search")
+    assert r.status_code == 422 and b"\\ud800" in r.body

@@ -418,17 +418,7 @@ def build_from_corpus(
     doc_ids = list(corpus.keys())
     if vectors is None:
         vectors = encode_corpus(encoder, corpus, doc_ids, progress=progress)
-    info = encoder.info()
-    spec = EncoderSpec(
-        name=info.name,
-        path=info.path,
-        dim=info.dim,
-        similarity=info.similarity,
-        normalize=info.normalize,
-        max_seq_length=info.max_seq_length,
-        backend=info.backend,
-        precision=info.precision,
-    )
+    spec = EncoderSpec.of(encoder)
     return DenseIndex.build(vectors, corpus, doc_ids, spec, kind=kind, build_params=build_params, search_params=search_params)
 
 

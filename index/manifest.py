@@ -32,6 +32,21 @@ class EncoderSpec(BaseModel):
     backend: str = "torch"
     precision: str = "fp32"
 
+    @classmethod
+    def of(cls, encoder) -> EncoderSpec:
+        """The spec of the encoder that produced an index's vectors (its `info()`)."""
+        info = encoder.info()
+        return cls(
+            name=info.name,
+            path=info.path,
+            dim=info.dim,
+            similarity=info.similarity,
+            normalize=info.normalize,
+            max_seq_length=info.max_seq_length,
+            backend=info.backend,
+            precision=info.precision,
+        )
+
 
 class Manifest(BaseModel):
     format_version: int = FORMAT_VERSION

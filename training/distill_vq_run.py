@@ -108,15 +108,8 @@ def run_distill(
     t0 = time.perf_counter()
     _, quantizer, exported, history = distill_faiss_index(doc_vecs, query_vecs, cfg, device=dev, progress=progress)
     total_s = time.perf_counter() - t0
-    info = enc.info()
-    spec = EncoderSpec(
-        name=info.name,
-        path=info.path,
-        dim=info.dim,
-        similarity=info.similarity,
-        normalize=info.normalize,
-        max_seq_length=info.max_seq_length,
-    )
+    # The same spec as any index build, runtime included (an ONNX encoder's index says so).
+    spec = EncoderSpec.of(enc)
     build_params = {
         **start_build_params(cfg),
         "nlist": quantizer.nlist,

@@ -118,3 +118,10 @@ class Settings(BaseSettings):
         default="fp32",
         description="inference precision: fp32, bf16 (torch, on CPUs with avx512_bf16/AMX or on CUDA) or int8 (onnx/openvino)",
     )
+    reranker_backend: str | None = Field(
+        default=None,
+        description="inference runtime of a cross-encoder reranker: torch, onnx or openvino (default: torch, or an exported folder's own)",
+    )
+    reranker_precision: str | None = Field(
+        default=None, description="reranker precision: fp32, bf16 (torch) or int8 (onnx/openvino); default fp32 or an exported folder's own"
+    )

@@ -34,6 +34,10 @@ def attach_engines(state: ServiceState, settings: Settings, metrics: ServiceMetr
     """Put the batching engines in front of the loaded models (needs the running loop)."""
     state.embed = EmbedEngine(state.encoder, settings, metrics)
     state.embed.batcher.start()
+    for role, model in (("encoder", state.encoder), ("reranker", state.reranker)):
+        runtime = getattr(model, "runtime", None)
+        if runtime is not None:
+            metrics.runtime.labels(role, runtime.backend, runtime.precision).set(1)
     if state.reranker is not None:
         state.rerank = RerankEngine(state.reranker, settings, metrics)
         state.rerank.batcher.start()

@@ -58,6 +58,9 @@ class ServiceMetrics:
         self.rejected = Counter("densekit_rejected", "requests refused before any model work, by reason", ["reason"], registry=r)
         self.documents = Gauge("densekit_index_documents", "documents in the served index", registry=r)
         self.in_flight = Gauge("densekit_requests_in_flight", "requests being handled now", registry=r)
+        self.runtime = Gauge(
+            "densekit_model_runtime", "1 for the runtime each loaded model runs under", ["model", "backend", "precision"], registry=r
+        )
 
     def on_batch(self, model: str, jobs: int, cost: int, seconds: float) -> None:
         self.batch_jobs.labels(model).observe(jobs)

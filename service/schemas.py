@@ -146,6 +146,9 @@ class InfoResponse(BaseModel):
     max_input_tokens: int | None = Field(None, description="bi-encoder input length; longer inputs are truncated or refused (`truncate`)")
     device: str | None
     backend: str = Field("", description="inference backend and its settings")
+    runtime: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="backend and precision of each loaded model: {'encoder': {...}, 'reranker': {...}}"
+    )
     index: dict[str, Any] | None
     reranker: str | None
     limits: dict[str, Any] = Field(..., description="every server limit (settings), and whether API keys are required")

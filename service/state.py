@@ -14,6 +14,7 @@ from densekit.encoder import Encoder
 from densekit.errors import ConfigError, IndexMismatchError
 from densekit.index.dense_index import DenseIndex, load_index
 from densekit.index.live import LiveIndex
+from densekit.index.manifest import check_encoder_runtime
 from densekit.rerankers import Reranker
 from densekit.service.engines import EmbedEngine, IndexEngine, RerankEngine
 from densekit.settings import Settings
@@ -76,6 +77,10 @@ def load_state(settings: Settings) -> ServiceState:
     state.encoder = Encoder.from_settings(settings, model=model)
     if state.index is not None and state.encoder.dim != state.index.dim:
         raise IndexMismatchError(f"encoder dim {state.encoder.dim} != index dim {state.index.dim}")
+    if state.index is not None:
+        # Vectors of one runtime against queries of another: a warning, or a refusal past the drift limit.
+        runtime = state.encoder.runtime
+        check_encoder_runtime(state.index.manifest.encoder, runtime.backend, runtime.precision, drift=state.encoder.drift)
     if state.index is not None:  # GPU copy for search when faiss has GPU support (settings.faiss_device)
         state.index.to_device(settings.faiss_device, state.encoder.device)
     if settings.reranker:
@@ -87,6 +92,8 @@ def load_state(settings: Settings) -> ServiceState:
             device=settings.device,
             dtype=settings.dtype,
             max_length=settings.reranker_max_length,
+            backend=settings.reranker_backend,
+            precision=settings.reranker_precision,
         )
     return state
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from densekit.backends import Runtime
 from densekit.devices import resolve_device, resolve_dtype
 from densekit.errors import ConfigError, ModelLoadError
 from densekit.models import SMOLLM2_NAMES
@@ -105,6 +106,13 @@ class LLMReranker:
         self.prompt = YesNoPrompt(tokenizer, instruction=instruction, max_length=self.max_length)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else (tokenizer.eos_token_id or 0))
+
+    @property
+    def runtime(self) -> Runtime:
+        """torch always; the precision is the weights' dtype (fp32, bf16 or fp16)."""
+        param = next(self.model.parameters(), None)
+        name = str(param.dtype).removeprefix("torch.") if param is not None else "float32"
+        return Runtime("torch", {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(name, name))
 
     @classmethod
     def load(

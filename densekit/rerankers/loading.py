@@ -14,6 +14,8 @@ def load_reranker(
     device: str | None = "auto",
     dtype: str | None = "auto",
     max_length: int | None = None,
+    backend: str | None = None,
+    precision: str | None = None,
 ) -> Reranker:
     """Load a reranker by hub name, local folder, `.gguf` file, or 'smollm2'.
 
@@ -31,5 +33,7 @@ def load_reranker(
     if kind == "auto":
         kind = detect_kind(name_or_path)
     if kind == "llm":
+        if backend not in (None, "torch") or precision not in (None, "fp32"):
+            raise ConfigError("reranker_backend", "an LLM reranker runs under torch (set its dtype instead of backend/precision)")
         return LLMReranker.load(name_or_path, device=device, dtype=dtype, max_length=max_length)
-    return CrossEncoderReranker.load(name_or_path, device=device, dtype=dtype, max_length=max_length)
+    return CrossEncoderReranker.load(name_or_path, device=device, dtype=dtype, max_length=max_length, backend=backend, precision=precision)

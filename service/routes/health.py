@@ -111,7 +111,17 @@ async def info(request: Request) -> InfoResponse:
         max_input_tokens=state.embed.max_length if state and state.embed else None,
         device=enc.device if enc else None,
         backend=backend,
+        runtime=_runtimes(state),
         index=index_info,
         reranker=reranker_name(state, s) if state else None,
         limits={**limits, "auth": bool(s.api_keys), "cors": bool(s.cors_origins)},
     )
+
+
+def _runtimes(state) -> dict[str, dict[str, str]]:
+    out = {}
+    for role, model in (("encoder", state.encoder if state else None), ("reranker", state.reranker if state else None)):
+        runtime = getattr(model, "runtime", None)
+        if runtime is not None:
+            out[role] = {"backend": runtime.backend, "precision": runtime.precision}
+    return out

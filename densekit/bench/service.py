@@ -91,9 +91,10 @@ def _densekit_server(opts: ServiceBenchOptions, outdir: Path, port: int, *extra:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open_log(outdir / "densekit-server.log"), env=env)
 
 
-def _infinity_server(executable: str, model: str, port: int, log: Path | None) -> subprocess.Popen:
+def infinity_server(executable: str, model: str, port: int, log: Path | None, engine: str = "torch") -> subprocess.Popen:
+    """infinity-emb serving `model` as 'minilm' on 127.0.0.1 with the given engine (torch, optimum)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
-    cmd = [executable, "v2", "--model-id", model, "--served-model-name", "minilm", "--engine", "torch", "--device", "cpu"]
+    cmd = [executable, "v2", "--model-id", model, "--served-model-name", "minilm", "--engine", engine, "--device", "cpu"]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open_log(log), env=env)
 
@@ -170,7 +171,7 @@ def run_service_bench(opts: ServiceBenchOptions) -> dict:
         # 3. densekit /embed (and /v1/embeddings) vs infinity-emb /embeddings, same model folder.
         dk_port, inf_port = free_port(), free_port()
         dk = _densekit_server(opts, outdir, dk_port, "--model", minilm, "--served-model-name", "minilm")
-        inf = _infinity_server(opts.infinity, minilm, inf_port, outdir / "infinity-server.log")
+        inf = infinity_server(opts.infinity, minilm, inf_port, outdir / "infinity-server.log")
         try:
             dk_url, inf_url = f"http://127.0.0.1:{dk_port}", f"http://127.0.0.1:{inf_port}"
             wait_ready(dk_url, dk, "/ready")
@@ -184,35 +185,7 @@ def run_service_bench(opts: ServiceBenchOptions) -> dict:
             }
             targets = {k: v for k, v in targets.items() if k in opts.embed_targets}
             pids = {"densekit_embed": dk.pid, "densekit_v1_embeddings": dk.pid, "infinity_embeddings": inf.pid}
-            runs: dict = {}
-            for batch in (1, 8):
-                for rnd in range(opts.rounds):
-                    order = list(targets) if rnd % 2 == 0 else list(reversed(targets))
-                    for name in order:
-                        other = inf.pid if pids[name] == dk.pid else dk.pid
-                        idle0 = cpu_seconds(other)
-                        r = _load(
-                            LoadOptions(
-                                **targets[name],  # type: ignore[arg-type]
-                                mix="embed=1",
-                                embed_batch=batch,
-                                clients=opts.clients,
-                                duration=opts.embed_duration,
-                                warmup=2,
-                                data_dir=data_dir,
-                            ),
-                            outdir / f"embed-{name}-b{batch}-r{rnd}.json",
-                        )
-                        runs.setdefault(f"batch_{batch}", {}).setdefault(name, []).append(
-                            {
-                                "sentences_per_s": r["embed_sentences_per_s"],
-                                "p50_ms": r["latency_all"].get("p50_ms"),
-                                "p99_ms": r["latency_all"].get("p99_ms"),
-                                "5xx": r["http_5xx_or_failed"],
-                                "invalid": r["invalid"],
-                                "idle_other_cpu_s": round(cpu_seconds(other) - idle0, 2),
-                            }
-                        )
+            runs = embed_rounds(targets, pids, opts.rounds, opts.clients, opts.embed_duration, data_dir, outdir)
             results["embed_vs_infinity"] = {
                 "runs": runs,
                 "median": _median_summary(runs),
@@ -230,8 +203,55 @@ def run_service_bench(opts: ServiceBenchOptions) -> dict:
     return results
 
 
-def _median_summary(runs: dict) -> dict:
-    """Per request size and target: the median over rounds, and throughput relative to infinity-emb."""
+def embed_rounds(
+    targets: dict[str, dict],
+    pids: dict[str, int],
+    rounds: int,
+    clients: int,
+    duration: float,
+    data_dir: str | None,
+    outdir: Path,
+    batches: tuple[int, ...] = (1, 8),
+) -> dict:
+    """/embed-style load on every target in turn, `rounds` times per request size, the order
+    reversed every other round so that no target always runs first (or right after a given
+    other). `targets` maps a name to LoadOptions fields (url, embed_style, embed_path, ...);
+    `pids` to its server process, whose neighbours' CPU use during its run is recorded (an
+    idle server should burn none). Returns {"batch_<n>": {name: [per-round results]}}."""
+    runs: dict = {}
+    for batch in batches:
+        for rnd in range(rounds):
+            order = list(targets) if rnd % 2 == 0 else list(reversed(targets))
+            for name in order:
+                others = {p for n, p in pids.items() if p != pids[name]}
+                idle0 = sum(cpu_seconds(p) for p in others)
+                r = _load(
+                    LoadOptions(
+                        **targets[name],
+                        mix="embed=1",
+                        embed_batch=batch,
+                        clients=clients,
+                        duration=duration,
+                        warmup=2,
+                        data_dir=data_dir,
+                    ),
+                    outdir / f"embed-{name}-b{batch}-r{rnd}.json",
+                )
+                runs.setdefault(f"batch_{batch}", {}).setdefault(name, []).append(
+                    {
+                        "sentences_per_s": r["embed_sentences_per_s"],
+                        "p50_ms": r["latency_all"].get("p50_ms"),
+                        "p99_ms": r["latency_all"].get("p99_ms"),
+                        "5xx": r["http_5xx_or_failed"],
+                        "invalid": r["invalid"],
+                        "idle_other_cpu_s": round(sum(cpu_seconds(p) for p in others) - idle0, 2),
+                    }
+                )
+    return runs
+
+
+def _median_summary(runs: dict, baseline: str = "infinity_embeddings") -> dict:
+    """Per request size and target: the median over rounds, and throughput relative to `baseline`."""
     summary: dict = {}
     for cfg, by_name in runs.items():
         summary[cfg] = {}
@@ -240,9 +260,9 @@ def _median_summary(runs: dict) -> dict:
                 k: statistics.median(x[k] for x in rs) for k in ("sentences_per_s", "p50_ms", "p99_ms", "idle_other_cpu_s")
             }
             summary[cfg][name]["errors"] = sum(x["5xx"] + x["invalid"] for x in rs)
-        base = summary[cfg].get("infinity_embeddings", {}).get("sentences_per_s")
+        base = summary[cfg].get(baseline, {}).get("sentences_per_s")
         for name in by_name:
-            summary[cfg][name]["throughput_vs_infinity"] = round(summary[cfg][name]["sentences_per_s"] / base, 3) if base else None
+            summary[cfg][name][f"throughput_vs_{baseline}"] = round(summary[cfg][name]["sentences_per_s"] / base, 3) if base else None
     return summary
 
 
@@ -266,7 +286,7 @@ def embed_latency_ab(infinity: str, densekit_env: list[str], data_dir: str | Non
     dp, ip = free_port(), free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **_env_pairs(densekit_env)}
     dk = subprocess.Popen(serve_command(dp, "--model", m, "--read-only"), stderr=subprocess.DEVNULL, env=env)
-    inf = _infinity_server(infinity, m, ip, None)
+    inf = infinity_server(infinity, m, ip, None)
     out: dict = {}
     try:
         wait_ready(f"http://127.0.0.1:{dp}", dk, "/ready")

@@ -15,7 +15,8 @@ app = typer.Typer(
     help=(
         "Benchmarks: index (index kinds: recall, QPS, bytes/vector), service (the HTTP server under load, and against "
         "infinity-emb), load (a load test of any loopback server), rerank (reranker throughput and quality on a first-stage "
-        "run), gpu (GPU host check). Run heavy ones one at a time: they measure the whole machine."
+        "run), backends (CPU runtimes: torch/ONNX/OpenVINO, fp32/int8, against the hardware's ceiling and infinity-emb), "
+        "gpu (GPU host check). Run heavy ones one at a time: they measure the whole machine."
     ),
     no_args_is_help=True,
 )
@@ -233,6 +234,55 @@ def load(
 
 
 # --- rerank ------------------------------------------------------------------------------------
+
+
+@app.command("backends")
+def backends(
+    runtimes: str = typer.Option(
+        "torch/fp32,onnx/fp32,onnx/int8,openvino/fp32,openvino/int8", "--runtimes", help="comma list of BACKEND/PRECISION"
+    ),
+    cross_encoder: str = typer.Option(None, "--cross-encoder", help="cross-encoder of the pairs/s part (skipped without it)"),
+    infinity: str = typer.Option(None, "--infinity", help="infinity_emb executable: adds its torch engine to the HTTP part"),
+    infinity_optimum: str = typer.Option(
+        None, "--infinity-optimum", help="infinity_emb executable (a virtualenv with optimum) for its optimum engine"
+    ),
+    infinity_onnx_model: str = typer.Option(
+        None, "--infinity-onnx-model", help="the same model folder with onnx/model.onnx, for infinity-emb's optimum engine"
+    ),
+    data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP + "; texts come from its scifact/"),
+    documents: int = typer.Option(128, "--documents", help="documents of 256+ tokens encoded per round"),
+    pairs: int = typer.Option(128, "--pairs", help="cross-encoder pairs scored per round"),
+    rounds: int = typer.Option(3, "--rounds", help="alternating in-process rounds (the median is reported)"),
+    http_rounds: int = typer.Option(3, "--http-rounds", help="alternating /embed rounds per server and request size"),
+    http_duration: float = typer.Option(8.0, "--http-duration", help="seconds of each /embed round"),
+    clients: int = typer.Option(32, "--clients", help="concurrent /embed clients"),
+    skip: str = typer.Option("", "--skip", help="comma list of parts to skip: ceiling,encode,cross,http"),
+    out: Path = typer.Option(Path("runs/bench-backends/result.json"), "--out", help="result JSON (server logs beside it)"),
+) -> None:
+    """CPU runtimes side by side: documents/s, pairs/s, share of the hardware ceiling, /embed vs infinity-emb."""
+    from densekit.bench.backends import BackendBenchOptions, run_backend_bench
+
+    skipped = [s for s in skip.split(",") if s]
+    if cross_encoder is None and "cross" not in skipped:
+        skipped.append("cross")
+    opts = BackendBenchOptions(
+        runtimes=[r for r in runtimes.split(",") if r],
+        cross_encoder=cross_encoder,
+        infinity=infinity,
+        infinity_optimum=infinity_optimum,
+        infinity_onnx_model=infinity_onnx_model,
+        data_dir=str(_data_dir(data_dir)),
+        documents=documents,
+        pairs=pairs,
+        rounds=rounds,
+        http_rounds=http_rounds,
+        http_duration=http_duration,
+        clients=clients,
+        skip=skipped,
+        out=str(out),
+    )
+    result = run_backend_bench(opts)
+    _print_json({k: v for k, v in result.items() if k != "http"} | {"http": result.get("http", {}).get("median")}, indent=2)
 
 
 @rerank_app.command("throughput")

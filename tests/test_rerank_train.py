@@ -9,6 +9,8 @@ import shutil
 import pytest
 import yaml
 
+from densekit.backends import cpu_has_bf16
+
 
 def _beir_with_train(tiny_beir):
     shutil.copy(tiny_beir / "qrels" / "test.tsv", tiny_beir / "qrels" / "train.tsv")
@@ -50,7 +52,8 @@ def test_bad_config_fails_before_work_naming_the_field(tmp_path, tiny_beir, caps
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("objective,lora,bf16", [("sft", True, False), ("cl", False, True)])
+# bf16 autocast only where the CPU runs it natively; elsewhere it is refused (test below).
+@pytest.mark.parametrize("objective,lora,bf16", [("sft", True, False), ("cl", False, cpu_has_bf16())])
 def test_llm_reranker_trains_and_reloads(tmp_path, tiny_beir, tiny_llm_dir, tiny_st_model_dir, objective, lora, bf16):
     from densekit.rerankers import load_reranker
 
@@ -130,3 +133,22 @@ def test_cross_encoder_trains(tmp_path, tiny_beir, tiny_st_model_dir, minilm_pat
     assert pooled == (head == "mean")
     scores = rr.score("q", ["a", "b", "c"])
     assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)  # sigmoid of the one logit
+
+
+@pytest.mark.skipif(cpu_has_bf16(), reason="this CPU runs bf16 natively")
+def test_llm_bf16_on_a_cpu_without_it_is_refused_before_any_work(tmp_path, tiny_beir, tiny_llm_dir, capsys):
+    data = _beir_with_train(tiny_beir)
+    out = tmp_path / "rr-bf16"
+    cfg = _config(
+        tmp_path,
+        kind="llm",
+        model=str(tiny_llm_dir),
+        objective="sft",
+        output_dir=str(out),
+        data={"beir": str(data)},
+        negatives={"hard": 0, "random": 1},
+        train={"max_steps": 2, "max_length": 96, "device": "cpu", "bf16": True},
+    )
+    assert _run_cli(["train", "reranker", "--config", str(cfg), "--no-progress"]) == 2
+    assert "bf16 needs a CPU with avx512_bf16 or AMX" in capsys.readouterr().err
+    assert not out.exists()

@@ -45,6 +45,10 @@ def train_llm_reranker(
 
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.train.device)
+    if cfg.train.bf16:
+        from densekit.backends import check_bf16_device
+
+        check_bf16_device(device.split(":")[0])  # emulated bf16 on a CPU is far slower than fp32
     src = resolve_base(cfg.base_model())
     tok = AutoTokenizer.from_pretrained(src)
     # Any: peft wraps the model below, and transformers' decorators hide .to()'s signature.

@@ -79,6 +79,11 @@ def train_reranker(
     from densekit.training.run_config import write_resolved_config
 
     check_paths(cfg, resolve_data)
+    if cfg.kind == "llm" and cfg.train.bf16:
+        from densekit.backends import check_bf16_device
+        from densekit.devices import resolve_device
+
+        check_bf16_device(resolve_device(cfg.train.device).split(":")[0])  # before any mining or writing
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_resolved_config(cfg, out, {"command": "densekit train reranker"})

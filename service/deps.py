@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from densekit.encoder import Encoder
-from densekit.index.dense_index import DenseIndex
-from densekit.index.live import LiveIndex
+from densekit.index.loading import AnyIndex, AnyLiveIndex
 from densekit.rerankers import Reranker
 from densekit.service.engines import EmbedEngine, IndexEngine, RerankEngine, Timings
 from densekit.service.errors import ApiError, empty_input, not_ready
@@ -25,9 +24,9 @@ class Ready:
 
     encoder: Encoder
     embed: EmbedEngine
-    index: DenseIndex | None
+    index: AnyIndex | None
     search: IndexEngine | None
-    live: LiveIndex | None
+    live: AnyLiveIndex | None
     reranker: Reranker | None
     rerank: RerankEngine | None
 

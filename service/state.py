@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 
 from densekit.encoder import Encoder
 from densekit.errors import ConfigError, IndexMismatchError
-from densekit.index.dense_index import DenseIndex, load_index
-from densekit.index.live import LiveIndex
+from densekit.index.loading import AnyIndex, AnyLiveIndex, open_index, open_live_index
 from densekit.index.manifest import check_encoder_runtime
 from densekit.rerankers import Reranker
 from densekit.service.engines import EmbedEngine, IndexEngine, RerankEngine
@@ -26,9 +25,9 @@ log = logging.getLogger(__name__)
 class ServiceState:
     settings: Settings
     encoder: Encoder | None = None
-    index: DenseIndex | None = None
+    index: AnyIndex | None = None
     reranker: Reranker | None = None
-    live: LiveIndex | None = None
+    live: AnyLiveIndex | None = None
     errors: list[str] = field(default_factory=list)
     # Set by the app once the event loop runs (densekit.service.app.attach_engines).
     embed: EmbedEngine | None = None
@@ -61,7 +60,7 @@ def load_state(settings: Settings) -> ServiceState:
     if settings.index_dir is not None:
         if settings.allow_updates:
             try:
-                state.live = LiveIndex.open(settings.index_dir, settings.wal_dir, settings.snapshot_every, settings.snapshot_interval_s)
+                state.live = open_live_index(settings.index_dir, settings.wal_dir, settings.snapshot_every, settings.snapshot_interval_s)
                 state.index = state.live.index
             except PermissionError as exc:
                 # A read-only mount (e.g. an index baked into an image) with updates left at
@@ -70,7 +69,7 @@ def load_state(settings: Settings) -> ServiceState:
                     raise ConfigError("allow_updates", f"live updates need a writable log folder: {exc}") from None
                 log.warning("index folder not writable (%s): serving it read-only", exc)
         if state.index is None:
-            state.index = load_index(settings.index_dir)
+            state.index = open_index(settings.index_dir)
         # Queries must be encoded by the index's own encoder unless the operator says otherwise.
         if "model" not in settings.model_fields_set:
             model = state.index.manifest.encoder.path or state.index.manifest.encoder.name

@@ -78,28 +78,55 @@ class _Resources:
         if name not in self.rerankers:
             from densekit.rerankers import load_reranker
 
-            self.rerankers[name] = load_reranker(name, device=self.device, dtype=self.settings.dtype)
+            s = self.settings
+            # DENSEKIT_RERANKER_BACKEND / _PRECISION: a cross-encoder under ONNX Runtime or OpenVINO.
+            self.rerankers[name] = load_reranker(
+                name, device=self.device, dtype=s.dtype, backend=s.reranker_backend, precision=s.reranker_precision
+            )
         return self.rerankers[name]
 
 
 # ---- first stage ----------------------------------------------------------------------
 
 
+def _corpus_lexical_first_stage(ds, top_k: int) -> tuple[Run, dict, dict]:
+    """(run, exact positive scores, info) of BM25 over the dataset's corpus, indexed in memory."""
+    from densekit.eval.hybrid import corpus_lexical_index, lexical_first_stage
+
+    t0 = time.perf_counter()
+    lexical, row_ids = corpus_lexical_index(ds.corpus)
+    timings = {"lexical_build_s": time.perf_counter() - t0}
+    run, pos, t = lexical_first_stage(lexical, row_ids, ds.queries, ds.qrels, top_k)
+    return run, pos, {"model": "bm25", "index": None, "index_kind": "bm25", "mode": "lexical", "timings_s": {**timings, **t}}
+
+
 def _in_process_first_stage(res: _Resources, ds, cfg: RunConfig, top_k: int, label: str) -> tuple[Run, dict, dict]:
-    """(run, exact positive scores, info) from a model (flat index over the corpus) or an index folder."""
-    from densekit.index.dense_index import build_from_corpus, load_index
+    """(run, exact positive scores, info) from a model (flat index over the corpus, with its BM25
+    part for hybrid) or an index folder, in the configuration's mode."""
+    from densekit.index.dense_index import build_from_corpus
+    from densekit.index.loading import open_index
 
     timings: dict[str, float] = {}
     index_dir = cfg.resolve("index", label)
+    if index_dir is None and cfg.mode == "lexical":
+        return _corpus_lexical_first_stage(ds, top_k)
     t0 = time.perf_counter()
     if index_dir is not None:
-        idx = load_index(index_dir)
+        idx = open_index(index_dir)
         timings["load_index_s"] = time.perf_counter() - t0
     else:
         enc = res.encoder(cfg.model or res.settings.model)
-        idx = build_from_corpus(enc, ds.corpus, progress=res.progress)
+        idx = build_from_corpus(enc, ds.corpus, progress=res.progress, lexical=cfg.mode == "hybrid")
         timings["encode_corpus_and_build_s"] = time.perf_counter() - t0
     with idx:  # closed once searched: an in-memory index's temporary document store goes with it
+        mode = cfg.mode or idx.manifest.search_mode
+        if mode != "dense" and not idx.has_lexical:
+            raise ConfigError("mode", f"{mode} search needs an index with a lexical part; {index_dir} has none (build it with --lexical)")
+        if mode == "lexical":
+            run, pos, t = _index_lexical_stage(idx, ds, top_k)
+            timings.update(t)
+            return run, pos, {"model": "bm25", "index": index_dir, "index_kind": idx.manifest.kind, "mode": mode, "timings_s": timings}
+        lexical = _index_lexical_stage(idx, ds, top_k) if mode == "hybrid" else None
         if index_dir is not None:
             enc = res.encoder(cfg.model or idx.manifest.encoder.path or idx.manifest.encoder.name)
             if enc.dim != idx.dim:
@@ -111,8 +138,26 @@ def _in_process_first_stage(res: _Resources, ds, cfg: RunConfig, top_k: int, lab
         run, qvecs, t = retrieve(idx, enc, ds.queries, top_k, cfg.search_params)
         timings.update(t)
         pos = exact_positive_scores(idx, list(ds.queries), qvecs, ds.qrels)
-        info = {"model": enc.name, "index": index_dir, "index_kind": idx.manifest.kind, "timings_s": timings}
+        info = {"model": enc.name, "index": index_dir, "index_kind": idx.manifest.kind, "mode": mode, "timings_s": timings}
+        if lexical is not None:
+            from densekit.eval.hybrid import hybrid_run
+
+            overrides = {k: v for k, v in {"method": cfg.fusion, "alpha": cfg.alpha}.items() if v is not None}
+            fusion = idx.manifest.fusion.model_copy(update=overrides)
+            timings.update(lexical[2])
+            # Fused scores exist only for retrieved documents: relevant ones outside the run sit
+            # below the query's lowest score in the AUC (eval/auc.py).
+            run, pos = hybrid_run(run, lexical[0], fusion, top_k), {}
+            info["fusion"] = fusion.model_dump()
     return run, pos, info
+
+
+def _index_lexical_stage(idx, ds, top_k: int) -> tuple[Run, dict, dict]:
+    """The BM25 first stage of an index that has a lexical part."""
+    from densekit.eval.hybrid import lexical_first_stage
+
+    lexical = idx.lexical_index()
+    return lexical_first_stage(lexical, idx.docstore.row_to_id(), ds.queries, ds.qrels, top_k)
 
 
 def _endpoint_search(
@@ -153,7 +198,18 @@ def _endpoint_first_stage(cfg: RunConfig, ds, top_k: int, label: str, progress: 
 def _first_stage(res: _Resources, ds, label: str, cfg: RunConfig, suite: SuiteConfig, concurrency: int) -> tuple[Run, dict, dict]:
     """The configuration's first stage on this dataset, retrieved once for every configuration sharing it."""
     stage = cfg.first_stage()
-    key = (label, stage, cfg.model, cfg.resolve("index", label), cfg.resolve("endpoint", label), str(cfg.search_params), suite.top_k)
+    key = (
+        label,
+        stage,
+        cfg.model,
+        cfg.resolve("index", label),
+        cfg.resolve("endpoint", label),
+        str(cfg.search_params),
+        suite.top_k,
+        cfg.mode,
+        cfg.fusion,
+        cfg.alpha,
+    )
     if key not in res.first_stage:
         if stage == "endpoint":
             res.first_stage[key] = _endpoint_first_stage(cfg, ds, suite.top_k, label, res.progress, concurrency)

@@ -8,6 +8,11 @@ is evaluated on every dataset. A configuration's first stage is one of:
   a string with a `{dataset}` placeholder;
 - `endpoint`: a running densekit server (`POST /search`), same forms as `index`.
 
+`mode` picks dense, lexical (BM25) or hybrid retrieval for an in-process first stage (default:
+the index's stored mode, or dense for a model); a model with `mode: lexical` needs no model at
+all (the corpus is indexed by BM25 in memory), and `mode: hybrid` fuses the model's dense run
+with BM25 (`fusion`, `alpha`; default: the index's settings, else RRF).
+
 `reranker` (optional) reranks the first stage's top `rerank_top_n` (in-process with
 `densekit.rerankers`, or the server's own reranker for an endpoint).
 
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -55,11 +60,20 @@ class RunConfig(BaseModel):
     reranker: str | None = Field(None, description="reranker model (cross-encoder or LLM); for an endpoint, 'server' uses its own")
     rerank_top_n: int = Field(100, ge=1, description="first-stage hits passed to the reranker")
     search_params: dict[str, int | float] | None = Field(None, description="index search parameters, e.g. {nprobe: 32}")
+    mode: Literal["dense", "lexical", "hybrid"] | None = Field(
+        None, description="dense, lexical (BM25) or hybrid first stage (default: the index's mode, else dense)"
+    )
+    fusion: Literal["rrf", "convex"] | None = Field(None, description="hybrid: rrf or convex (default: the index's, else rrf)")
+    alpha: float | None = Field(None, ge=0, le=1, description="hybrid, convex: weight of the dense scores (default: the index's, else 0.5)")
 
     @model_validator(mode="after")
     def _one_first_stage(self) -> RunConfig:
         if self.endpoint is not None and (self.index is not None or self.model is not None):
             raise ValueError("an endpoint configuration takes neither model nor index (the server has its own)")
+        if self.endpoint is not None and (self.mode, self.fusion, self.alpha) != (None, None, None):
+            raise ValueError(
+                "an endpoint configuration searches in the server's own mode (mode, fusion and alpha are for in-process first stages)"
+            )
         return self
 
     def first_stage(self) -> str:
@@ -84,8 +98,12 @@ class RunConfig(BaseModel):
             base = "index"
             if isinstance(self.index, str):
                 base = Path(self.index.replace("{dataset}", "")).name or Path(self.index).parent.name or "index"
+        elif self.mode == "lexical":
+            base = "bm25"
         else:
             base = Path((self.model or default_model).rstrip("/")).name
+        if self.mode == "hybrid" or (self.mode == "lexical" and self.index is not None):
+            base += f"+{self.mode}"
         if self.reranker:
             base += "+" + Path(self.reranker.rstrip("/")).name
         return base

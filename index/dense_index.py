@@ -26,11 +26,14 @@ from densekit.errors import IndexCorruptError, IndexMismatchError, InvalidInputE
 from densekit.index import faiss_kinds
 from densekit.index.docstore import DocStore
 from densekit.index.filters import Filter, to_sql
+from densekit.index.lexical import FILES as LEXICAL_FILES
+from densekit.index.lexical import LexicalIndex, build_from_sqlite
 from densekit.index.manifest import (
     DOCSTORE_FILE,
     INDEX_FILE,
     MANIFEST,
     EncoderSpec,
+    LexicalSpec,
     Manifest,
     read_manifest,
     sha256_file,
@@ -59,7 +62,13 @@ class DenseIndex:
     or interpreter exit, for an index nobody closed); use it as a context manager to be sure."""
 
     def __init__(
-        self, faiss_index: faiss.Index, docstore: DocStore, manifest: Manifest, folder: Path | None = None, temp_dir: Path | None = None
+        self,
+        faiss_index: faiss.Index,
+        docstore: DocStore,
+        manifest: Manifest,
+        folder: Path | None = None,
+        temp_dir: Path | None = None,
+        lexical: LexicalIndex | None = None,
     ):
         self.faiss = faiss_index
         self.docstore = docstore
@@ -67,6 +76,10 @@ class DenseIndex:
         self.folder = folder
         self._row_to_id = docstore.row_to_id()
         self._lock = threading.RLock()
+        # The BM25 part (manifest.lexical); rebuilt from the document store at the first
+        # lexical search after an update (densekit.index.lexical explains why).
+        self._lexical = lexical
+        self._lexical_stale = False
         # GPU copy that serves searches (to_device); the CPU index stays the one updated and saved.
         self._gpu: GpuIndex | None = None
         self._gpu_request: tuple[str | None, str] | None = None
@@ -107,10 +120,12 @@ class DenseIndex:
         search_params: dict[str, Any] | None = None,
         docstore_path: Path | None = None,
         trained_index: faiss.Index | None = None,
+        lexical: bool | LexicalSpec = False,
     ) -> DenseIndex:
         """Index `vectors` (row i is document doc_ids[i]); the docstore goes to a temp file
         unless `docstore_path` is given, and moves with `save`. `trained_index` is an empty,
-        already trained faiss index to fill instead of training one (Distill-VQ's export)."""
+        already trained faiss index to fill instead of training one (Distill-VQ's export).
+        `lexical` (True or a LexicalSpec) also builds the BM25 part over the same rows."""
         if vectors.shape[0] != len(doc_ids):
             raise InvalidInputError(f"{vectors.shape[0]} vectors for {len(doc_ids)} documents")
         if vectors.ndim != 2 or vectors.shape[1] != encoder_spec.dim:
@@ -165,11 +180,19 @@ class DenseIndex:
                 created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 extra={"index_bytes_per_vector": faiss_kinds.index_bytes_per_vector(index)},
             )
+            lexical_index = None
+            if lexical:
+                spec = lexical if isinstance(lexical, LexicalSpec) else LexicalSpec()
+                t1 = time.perf_counter()
+                lexical_index = LexicalIndex.build(((int(r), document_text(corpus[d])) for r, d in zip(rows, doc_ids)), spec)
+                manifest.lexical = spec.model_copy(update={"files": list(LEXICAL_FILES)})
+                manifest.search_mode = "hybrid"
+                manifest.extra["lexical_build_s"] = round(time.perf_counter() - t1, 4)
         except BaseException:
             if temp_dir is not None:
                 shutil.rmtree(temp_dir, ignore_errors=True)
             raise
-        return cls(index, store, manifest, temp_dir=temp_dir)
+        return cls(index, store, manifest, temp_dir=temp_dir, lexical=lexical_index)
 
     # ---- persistence --------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
@@ -178,7 +201,7 @@ class DenseIndex:
         with self._lock:
             self.manifest.doc_count = int(self.faiss.ntotal)
             self.manifest.checksums = write_folder(
-                folder, lambda path: faiss.write_index(self.faiss, str(path)), self.docstore.conn, self.manifest
+                folder, lambda path: faiss.write_index(self.faiss, str(path)), self.docstore.conn, self.manifest, self.lexical_index()
             )
         self.folder = folder
         return folder
@@ -192,7 +215,10 @@ class DenseIndex:
             self.docstore.conn.backup(docstore)
             manifest = self.manifest.model_copy(deep=True)
             manifest.doc_count = int(self.faiss.ntotal)
-        return FrozenIndex(faiss_bytes, docstore, manifest)
+            # A current lexical index is immutable, so the copy may share it; a stale one is
+            # rebuilt from the copied document store when the copy is written, off this thread.
+            lexical = self._lexical if not self._lexical_stale else None
+        return FrozenIndex(faiss_bytes, docstore, manifest, lexical)
 
     @classmethod
     def load(cls, folder: str | Path, verify: bool = True, expected_dim: int | None = None, writable: bool = False) -> DenseIndex:
@@ -214,7 +240,13 @@ class DenseIndex:
         store = DocStore(folder / DOCSTORE_FILE, readonly=not writable)
         if index.ntotal != len(store):
             raise IndexCorruptError(f"{folder}: faiss holds {index.ntotal} vectors, document store {len(store)} documents")
-        return cls(index, store, manifest, folder)
+        lexical = None
+        if manifest.lexical is not None:
+            lexical = LexicalIndex.load(folder, manifest.lexical)
+            if set(lexical.rows.tolist()) != set(store.row_to_id()):
+                store.close()
+                raise IndexCorruptError(f"{folder}: the lexical index and the document store hold different rows")
+        return cls(index, store, manifest, folder, lexical=lexical)
 
     # ---- queries ------------------------------------------------------------------
     @property
@@ -280,6 +312,54 @@ class DenseIndex:
     def documents(self, rows: list[int]) -> dict[int, dict]:
         return self.docstore.get_by_rows(rows)
 
+    # ---- lexical search -----------------------------------------------------------------
+    @property
+    def has_lexical(self) -> bool:
+        return self.manifest.lexical is not None
+
+    def lexical_index(self) -> LexicalIndex | None:
+        """The BM25 part over the current documents (rebuilt first when an update made it stale);
+        None when the folder has none."""
+        if self.manifest.lexical is None:
+            return None
+        with self._lock:
+            if self._lexical is None or self._lexical_stale:
+                t0 = time.perf_counter()
+                self._lexical = build_from_sqlite(self.docstore.conn, self.manifest.lexical)
+                self._lexical_stale = False
+                logging.getLogger(__name__).info(
+                    "lexical index rebuilt (%d documents) in %.3f s", len(self._lexical), time.perf_counter() - t0
+                )
+            return self._lexical
+
+    def lexical_rows(self) -> set[int] | None:
+        """The rows the lexical part holds (after any rebuild), or None when there is none."""
+        lexical = self.lexical_index()
+        return None if lexical is None else set(lexical.rows.tolist())
+
+    def lexical_search(self, queries: list[str], top_k: int, where: Filter | None = None) -> list[list[SearchHit]]:
+        """The top_k BM25 hits of each query text (only documents sharing a word with it; with
+        `where`, only among the documents whose metadata matches). ConfigError when the index
+        has no lexical part."""
+        from densekit.errors import ConfigError
+
+        if top_k < 1:
+            raise InvalidInputError("top_k must be at least 1")
+        with self._lock:
+            lexical = self.lexical_index()
+            if lexical is None:
+                raise ConfigError(
+                    "mode",
+                    "this index has no lexical (BM25) part; rebuild it with `densekit index build --lexical` for lexical or hybrid search",
+                )
+            allowed = None
+            if where is not None:
+                condition, args = to_sql(where)
+                allowed = np.array(self.docstore.rows_where(condition, args), dtype=np.int64)
+            hits = lexical.search(queries, top_k, allowed)
+            row_to_id = self._row_to_id
+        return [[SearchHit(row_to_id[r], s, r) for r, s in per_query if r in row_to_id] for per_query in hits]
+
     # ---- GPU search ------------------------------------------------------------------
     def to_device(self, faiss_device: str | None = "auto", device: str = "cpu") -> str:
         """Search from a GPU copy of the faiss index when `faiss_device` ('auto', 'cpu',
@@ -336,6 +416,7 @@ class DenseIndex:
                 self._row_to_id[r] = d["id"]
             self.manifest.doc_count = int(self.faiss.ntotal)
             self._gpu_stale = self._gpu_request is not None
+            self._lexical_stale = True
 
     def remove(self, doc_ids: list[str]) -> int:
         with self._lock:
@@ -349,6 +430,7 @@ class DenseIndex:
                 self._row_to_id.pop(r, None)
             self.manifest.doc_count = int(self.faiss.ntotal)
             self._gpu_stale = self._gpu_request is not None
+            self._lexical_stale = True
             return len(rows)
 
 
@@ -359,12 +441,13 @@ class FrozenIndex:
     faiss_bytes: np.ndarray
     docstore: sqlite3.Connection
     manifest: Manifest
+    lexical: LexicalIndex | None = None  # None: built from `docstore` when written (if the manifest has a lexical part)
 
     def write(self, folder: str | Path) -> Path:
         """Write the copy as an index folder (atomically) and release the memory it held."""
         folder = Path(folder)
         try:
-            self.manifest.checksums = write_folder(folder, self._write_faiss, self.docstore, self.manifest)
+            self.manifest.checksums = write_folder(folder, self._write_faiss, self.docstore, self.manifest, self.lexical)
         finally:
             self.docstore.close()
         return folder
@@ -374,9 +457,18 @@ class FrozenIndex:
             fh.write(self.faiss_bytes.data)
 
 
-def write_folder(folder: Path, write_faiss: Callable[[Path], None], docstore: sqlite3.Connection, manifest: Manifest) -> dict[str, str]:
-    """Write index.faiss, docstore.sqlite and manifest.json into `folder` atomically (a temp
-    sibling renamed over any old folder). Returns the files' checksums, as the manifest holds them."""
+def write_folder(
+    folder: Path,
+    write_faiss: Callable[[Path], None],
+    docstore: sqlite3.Connection,
+    manifest: Manifest,
+    lexical: LexicalIndex | None = None,
+) -> dict[str, str]:
+    """Write index.faiss, docstore.sqlite, the lexical part (when the manifest has one: `lexical`,
+    or one built from `docstore`) and manifest.json into `folder` atomically (a temp sibling
+    renamed over any old folder). Returns the files' checksums, as the manifest holds them."""
+    if manifest.lexical is not None and lexical is None:
+        lexical = build_from_sqlite(docstore, manifest.lexical)
     with atomic_dir(folder) as tmp:
         write_faiss(tmp / INDEX_FILE)
         # sqlite's backup API copies a consistent snapshot even while WAL is on.
@@ -386,10 +478,13 @@ def write_folder(folder: Path, write_faiss: Callable[[Path], None], docstore: sq
             dst.execute("PRAGMA journal_mode=DELETE")
         finally:
             dst.close()
+        if manifest.lexical is not None and lexical is not None:
+            manifest = manifest.model_copy(update={"lexical": manifest.lexical.model_copy(update={"files": lexical.save(tmp)})})
         # On disk before the rename: a live index drops its log once the snapshot is in place.
-        for name in (INDEX_FILE, DOCSTORE_FILE):
+        names = manifest.checked_files()
+        for name in names:
             _fsync_file(tmp / name)
-        checksums = {INDEX_FILE: sha256_file(tmp / INDEX_FILE), DOCSTORE_FILE: sha256_file(tmp / DOCSTORE_FILE)}
+        checksums = {name: sha256_file(tmp / name) for name in names}
         write_json_atomic(tmp / MANIFEST, manifest.model_copy(update={"checksums": checksums}).model_dump(mode="json"))
     return checksums
 
@@ -411,15 +506,18 @@ def build_from_corpus(
     search_params: dict[str, Any] | None = None,
     progress: bool = True,
     vectors: np.ndarray | None = None,
+    lexical: bool | LexicalSpec = False,
 ) -> DenseIndex:
-    """Encode a corpus (BEIR `title + " " + text`) and index it."""
+    """Encode a corpus (BEIR `title + " " + text`) and index it (with `lexical`, its BM25 part too)."""
     from densekit.index.manifest import EncoderSpec
 
     doc_ids = list(corpus.keys())
     if vectors is None:
         vectors = encode_corpus(encoder, corpus, doc_ids, progress=progress)
     spec = EncoderSpec.of(encoder)
-    return DenseIndex.build(vectors, corpus, doc_ids, spec, kind=kind, build_params=build_params, search_params=search_params)
+    return DenseIndex.build(
+        vectors, corpus, doc_ids, spec, kind=kind, build_params=build_params, search_params=search_params, lexical=lexical
+    )
 
 
 def encode_corpus(encoder, corpus: Corpus, doc_ids: Sequence[str], progress: bool = True) -> np.ndarray:

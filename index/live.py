@@ -479,7 +479,7 @@ class LiveIndex:
 
     # ---- checks and shutdown ------------------------------------------------------------
     def check_consistent(self) -> None:
-        """faiss ids and document-store rows must be the same set."""
+        """faiss ids, document-store rows and the lexical part's rows (if any) must be the same set."""
         rows = set(self.index.docstore.row_to_id())
         ids = faiss_ids(self.index.faiss)
         if ids is not None and ids != rows:
@@ -490,6 +490,9 @@ class LiveIndex:
             raise IndexCorruptError(
                 f"{self.folder}: faiss holds {self.index.faiss.ntotal} vectors, the document store {len(rows)} documents"
             )
+        lexical = self.index.lexical_rows()
+        if lexical is not None and lexical != rows:
+            raise IndexCorruptError(f"{self.folder}: the lexical index holds {len(lexical)} rows, the document store {len(rows)}")
 
     def info(self) -> dict:
         s = self.stats

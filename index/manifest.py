@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from densekit.errors import IndexCorruptError, IndexMismatchError
+from densekit.fusion import FusionSettings, SearchMode
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,18 @@ class EncoderSpec(BaseModel):
         )
 
 
+class LexicalSpec(BaseModel):
+    """The BM25 part of an index folder (densekit.index.lexical): how documents were tokenised
+    and scored. Documents are indexed as BEIR encodes them, `title + " " + text`."""
+
+    method: str = "lucene"  # bm25s's variant: Lucene's idf log(1 + (N - df + 0.5) / (df + 0.5))
+    k1: float = 1.5
+    b: float = 0.75
+    stemmer: str | None = "english"  # a Snowball (PyStemmer) language, or None
+    stopwords: str = "en"  # bm25s's English list
+    files: list[str] = Field(default_factory=list, description="files under the folder, each with a checksum in the manifest")
+
+
 class Manifest(BaseModel):
     format_version: int = FORMAT_VERSION
     kind: str = "flat"
@@ -62,6 +75,15 @@ class Manifest(BaseModel):
     created_at: str | None = None
     checksums: dict[str, str] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict)
+    # Folders written before lexical search have none of the three below: no lexical part,
+    # dense searches, RRF when a lexical part is added.
+    lexical: LexicalSpec | None = None
+    search_mode: SearchMode = "dense"
+    fusion: FusionSettings = Field(default_factory=FusionSettings)
+
+    def checked_files(self) -> tuple[str, ...]:
+        """Every file of the folder that has a checksum in the manifest."""
+        return (INDEX_FILE, DOCSTORE_FILE, *(self.lexical.files if self.lexical is not None else ()))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -96,8 +118,8 @@ def read_manifest(folder: Path) -> Manifest:
         raise IndexCorruptError(f"{path} does not match the manifest schema: {exc}") from None
 
 
-def verify_checksums(folder: Path, manifest: Manifest, files: tuple[str, ...] = (INDEX_FILE, DOCSTORE_FILE)) -> None:
-    for name in files:
+def verify_checksums(folder: Path, manifest: Manifest, files: tuple[str, ...] | None = None) -> None:
+    for name in files if files is not None else manifest.checked_files():
         path = folder / name
         if not path.is_file():
             raise IndexCorruptError(f"{path} is missing")
@@ -107,6 +129,23 @@ def verify_checksums(folder: Path, manifest: Manifest, files: tuple[str, ...] = 
         actual = sha256_file(path)
         if actual != expected:
             raise IndexCorruptError(f"{path} fails its checksum (expected {expected[:12]}..., got {actual[:12]}...): corrupt or truncated")
+
+
+def update_search_defaults(folder: Path, search_mode: SearchMode | None = None, fusion: FusionSettings | None = None) -> Manifest:
+    """Rewrite an index folder's default search mode and fusion settings in place (the
+    manifest alone, atomically; no checksum covers it). A server serving the folder keeps its
+    loaded settings until restarted, and a live server's next snapshot writes its own."""
+    from densekit.atomic import write_json_atomic
+
+    manifest = read_manifest(folder)
+    if search_mode is not None:
+        if search_mode != "dense" and manifest.lexical is None:
+            raise IndexMismatchError(f"{folder}: no lexical part, so it cannot default to {search_mode} search (build it with --lexical)")
+        manifest.search_mode = search_mode
+    if fusion is not None:
+        manifest.fusion = fusion
+    write_json_atomic(folder / MANIFEST, manifest.model_dump(mode="json"))
+    return manifest
 
 
 # Largest drift (1 - cosine between an export's embeddings and its source's) at which queries

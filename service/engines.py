@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from densekit.index.filters import Filter
-from densekit.index.live import Delete, LiveIndex, Upsert, WriteResult
+from densekit.index.live import Delete, Upsert, WriteResult
+from densekit.index.loading import AnyLiveIndex
 from densekit.service.batching import DynamicBatcher
 from densekit.service.metrics import ServiceMetrics
 from densekit.service.token_count import TokenCounter, estimate_tokens
@@ -197,6 +198,15 @@ class SearchJob:
 
 
 @dataclass
+class LexicalJob:
+    """BM25 search of query texts (on the index thread: the lexical part changes with writes)."""
+
+    texts: list[str]
+    top_k: int
+    where: Filter | None = None
+
+
+@dataclass
 class GetJob:
     doc_id: str
 
@@ -215,7 +225,7 @@ class IndexEngine:
     used concurrently, writes of one batch share one fsync, and concurrent requests' queries
     go to faiss as one matrix."""
 
-    def __init__(self, index, live: LiveIndex | None, settings: Settings, metrics: ServiceMetrics):
+    def __init__(self, index, live: AnyLiveIndex | None, settings: Settings, metrics: ServiceMetrics):
         self.index = index
         self.live = live
         self.metrics = metrics
@@ -230,6 +240,14 @@ class IndexEngine:
         timings.add("queue", job.queue_ms)
         timings.add("search", job.run_ms)
         self.metrics.stage.labels("search").observe(job.run_ms / 1000)
+        return hits
+
+    async def lexical(self, texts: list[str], top_k: int, timings: Timings, where: Filter | None = None) -> list[list[Hit]]:
+        """BM25 hits of each query text (ConfigError when the index has no lexical part)."""
+        hits, job = await self.batcher.submit(LexicalJob(texts, top_k, where), len(texts))
+        timings.add("queue", job.queue_ms)
+        timings.add("lexical", job.run_ms)
+        self.metrics.stage.labels("lexical").observe(job.run_ms / 1000)
         return hits
 
     async def write(self, op: Upsert | Delete, timings: Timings) -> WriteResult:
@@ -254,6 +272,7 @@ class IndexEngine:
             for i, res in zip(writes, self.live.write([jobs[i] for i in writes])):
                 out[i] = res
         self._searches(jobs, out)
+        self._lexical_searches(jobs, out)
         for i, j in enumerate(jobs):
             if isinstance(j, GetJob):
                 rows = self.index.docstore.rows_of([j.doc_id])
@@ -286,6 +305,20 @@ class IndexEngine:
                 n = jobs[i].vectors.shape[0]
                 all_hits[i] = [hits[: jobs[i].top_k] for hits in res[pos : pos + n]]
                 pos += n
+        self._with_documents(all_hits, out)
+
+    def _lexical_searches(self, jobs: list[Any], out: list[Any]) -> None:
+        all_hits: dict[int, list] = {}
+        for i, j in enumerate(jobs):
+            if isinstance(j, LexicalJob):
+                try:
+                    all_hits[i] = self.index.lexical_search(j.texts, j.top_k, where=j.where)
+                except Exception as exc:  # no lexical part: fail this job only
+                    out[i] = exc
+        self._with_documents(all_hits, out)
+
+    def _with_documents(self, all_hits: dict[int, list], out: list[Any]) -> None:
+        """out[i]: job i's hits as `Hit`s, with their stored documents."""
         rows = sorted({h.row for per_job in all_hits.values() for hits in per_job for h in hits})
         docs = self.index.documents(rows)
         for i, per_job in all_hits.items():

@@ -48,6 +48,18 @@ class SearchRequest(BaseModel):
         '{"field": value} equality, {"field": {"$in": [...]}}, {"$ne": v}, numeric {"$gt"|"$gte"|"$lt"|"$lte": x}, '
         '{"$and": [...]}, {"$or": [...]}; fields are top-level metadata keys (a dot is part of the name)',
     )
+    mode: Literal["dense", "lexical", "hybrid"] | None = Field(
+        None,
+        description="'dense' (the bi-encoder and faiss), 'lexical' (BM25 over the index's lexical part) or 'hybrid' (both lists "
+        "fused); default: the index's own (`densekit index build --mode`). lexical and hybrid need an index built with --lexical",
+    )
+    fusion: Literal["rrf", "convex"] | None = Field(
+        None,
+        description="hybrid: 'rrf' (reciprocal rank fusion) or 'convex' (alpha * dense + (1 - alpha) * lexical, min-max normalised); default: the index's",
+    )
+    alpha: float | None = Field(
+        None, ge=0.0, le=1.0, description="hybrid with convex fusion: weight of the dense scores; default: the index's"
+    )
     include_text: bool = Field(True, description="false: hits carry no `title` and `text` (smaller answers)")
     include_metadata: bool = Field(True, description="false: hits carry no `metadata` (smaller answers)")
 
@@ -61,7 +73,10 @@ class SearchRequest(BaseModel):
 class SearchHitOut(BaseModel):
     id: str = Field(..., description="document id")
     score: float = Field(..., description="similarity; when reranked the reranker's score, or the fused RRF score with rerank_fusion 'rrf'")
-    dense_score: float | None = Field(None, description="first-stage similarity (only when reranked)")
+    dense_score: float | None = Field(
+        None, description="first-stage score (only when reranked or hybrid; hybrid: the dense similarity, absent when only BM25 found it)"
+    )
+    lexical_score: float | None = Field(None, description="hybrid: the BM25 score (absent when only the dense search found it)")
     rerank_score: float | None = Field(None, description="the reranker's score (only when reranked)")
     title: str = Field("", description="document title (absent with include_text false)")
     text: str = Field("", description="document text (absent with include_text false)")

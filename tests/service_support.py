@@ -49,13 +49,14 @@ def write_corpus(folder: Path, docs=DOCS) -> Path:
     return folder
 
 
-def build_index(model_dir: Path, out: Path, docs=DOCS) -> Path:
+def build_index(model_dir: Path, out: Path, docs=DOCS, lexical: bool = False) -> Path:
+    """An index folder of `docs`; with `lexical`, its BM25 part too."""
     from densekit.data import load_corpus
     from densekit.encoder import Encoder
     from densekit.index.dense_index import build_from_corpus
 
     corpus = load_corpus(write_corpus(out.parent / f"{out.name}-data", docs))
-    idx = build_from_corpus(Encoder(str(model_dir), device="cpu"), corpus, progress=False)
+    idx = build_from_corpus(Encoder(str(model_dir), device="cpu"), corpus, progress=False, lexical=lexical)
     idx.save(out)
     return out
 

@@ -1,6 +1,6 @@
 """Crash safety of live updates: `kill -9` the server during a stream of upserts and
 deletes, restart it, and check that every acknowledged write is there (searchable, readable)
-and that the faiss index and the document store agree."""
+and that the faiss index, the document store and (for an index with one) the BM25 part agree."""
 
 from __future__ import annotations
 
@@ -47,8 +47,9 @@ def _writer(url: str, stop: threading.Event, acked: dict[str, str | None], seed:
                 return  # the server died under us: whatever was in flight is unknown
 
 
-def test_kill_9_during_upserts_loses_no_acknowledged_write(tmp_path, tiny_st_model_dir):
-    index = build_index(tiny_st_model_dir, tmp_path / "index")
+@pytest.mark.parametrize("lexical", [False, True], ids=["dense", "dense+lexical"])
+def test_kill_9_during_upserts_loses_no_acknowledged_write(tmp_path, tiny_st_model_dir, lexical):
+    index = build_index(tiny_st_model_dir, tmp_path / "index", lexical=lexical)
     acked: dict[str, str | None] = {}
     log = tmp_path / "server.log"
     for cycle in range(3):
@@ -77,8 +78,16 @@ def test_kill_9_during_upserts_loses_no_acknowledged_write(tmp_path, tiny_st_mod
                 assert r.status_code == 200 and r.json()["text"] == text, doc_id
             present = [(i, t) for i, t in acked.items() if t is not None]
             for doc_id, text in random.Random(0).sample(present, min(25, len(present))):
-                hits = c.post("/search", json={"query": text, "top_k": 3}).json()["hits"]
+                hits = c.post("/search", json={"query": text, "top_k": 3, "mode": "dense"}).json()["hits"]
                 assert doc_id in [h["id"] for h in hits], doc_id
+                if lexical:  # the random number in its text is a word no other document has
+                    hits = c.post("/search", json={"query": text, "top_k": 1, "mode": "lexical"}).json()["hits"]
+                    assert [h["id"] for h in hits] == [doc_id], doc_id
+            if lexical:
+                r = c.post("/search", json={"query": "crash test document", "top_k": 1000, "mode": "lexical"})
+                found = {h["id"] for h in r.json()["hits"]}
+                assert {i for i, _ in present} <= found  # every acknowledged upsert
+                assert not found & {i for i, t in acked.items() if t is None}  # no acknowledged delete
             documents = c.get("/info").json()["index"]["documents"]
     finally:
         # Graceful stop (uvicorn re-raises SIGTERM once it has shut down cleanly).

@@ -76,6 +76,16 @@ def evaluate(
     no_plots: bool = typer.Option(False, "--no-plots", help="multi-run report without PNG plots"),
     backend: str = typer.Option(None, "--backend", help="bi-encoder runtime: torch, onnx or openvino (default: DENSEKIT_BACKEND)"),
     precision: str = typer.Option(None, "--precision", help="bi-encoder precision: fp32, bf16 or int8 (default: DENSEKIT_PRECISION)"),
+    mode: str = typer.Option(
+        None,
+        "--mode",
+        help="first stage: dense, lexical (BM25; without --index the corpus is indexed in memory, no model needed) "
+        "or hybrid (dense + BM25 fused); default: the index's mode, else dense",
+    ),
+    fusion: str = typer.Option(None, "--fusion", help="hybrid: rrf or convex (default: the index's, else rrf)"),
+    alpha: float = typer.Option(
+        None, "--alpha", help="hybrid, convex: weight of the dense scores in [0, 1] (default: the index's, else 0.5)"
+    ),
 ) -> None:
     """Evaluate a model, index or server on one or several datasets; prints the headline metrics."""
     if ctx.invoked_subcommand:
@@ -87,6 +97,8 @@ def evaluate(
     if config is not None:
         if rerank:
             raise typer.BadParameter("with --config, give rerankers in the YAML (reranker, rerank_top_n)", param_hint="--rerank")
+        if mode or fusion or alpha is not None:
+            raise typer.BadParameter("with --config, give mode, fusion and alpha per configuration in the YAML", param_hint="--mode")
         if data or model or index or endpoint:
             raise typer.BadParameter(
                 "--config already names datasets and configurations; drop --data/--model/--index/--endpoint", param_hint="--config"
@@ -111,6 +123,7 @@ def evaluate(
                 "plots": not no_plots,
             },
             ignore_identical_ids=ignore_identical_ids,
+            retrieval={k: v for k, v in {"mode": mode, "fusion": fusion, "alpha": alpha}.items() if v is not None},
         )
     if out is None and suite.out is None:
         raise typer.BadParameter("--out is required", param_hint="--out")
@@ -140,6 +153,7 @@ def _suite_from_flags(
     rerank_top_n: int,
     options: dict,
     ignore_identical_ids: bool,
+    retrieval: dict | None = None,
 ):
     """The SuiteConfig the flags describe: one configuration per --model, --index or
     --endpoint; --rerank / --endpoint-rerank add each first stage's reranked twin."""
@@ -156,6 +170,10 @@ def _suite_from_flags(
         configs.append({"endpoint": url, "api_key": api_key})
     if not configs:
         configs = [{}]  # the default model
+    if retrieval:
+        if endpoint:
+            raise typer.BadParameter("an --endpoint searches in its server's own mode", param_hint="--mode")
+        configs = [{**c, **retrieval} for c in configs]
     twins = []
     if rerank:
         # Each in-process first stage gets a reranked twin; they share one retrieval.

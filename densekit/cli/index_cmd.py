@@ -34,7 +34,11 @@ KIND_HELP = "index kind: flat, ivf, ivfpq, opq-ivfpq, hnsw, distilled (distilled
 
 @app.command("build")
 def build(
-    data: str = typer.Option(..., "--data", help="BEIR folder (or name under DENSEKIT_DATA_DIR) whose corpus.jsonl is indexed"),
+    data: str = typer.Option(
+        None,
+        "--data",
+        help="BEIR folder (or name under DENSEKIT_DATA_DIR) whose corpus.jsonl is indexed; with --from-embeddings, where the documents' texts are (default: the corpus the embeddings record)",
+    ),
     out: Path = typer.Option(..., "--out", help="index folder to write (atomically replaced)"),
     model: str = typer.Option(None, "--model", help="bi-encoder, hub name or path (default: DENSEKIT_MODEL)"),
     kind: str = typer.Option("flat", "--kind", help=KIND_HELP),
@@ -55,8 +59,33 @@ def build(
     batch_size: int = typer.Option(None, "--batch-size", help="encoding batch size"),
     backend: str = typer.Option(None, "--backend", help="torch, onnx or openvino (default: DENSEKIT_BACKEND, or an exported model's own)"),
     precision: str = typer.Option(None, "--precision", help="fp32, bf16 or int8 (default: DENSEKIT_PRECISION, or an exported model's own)"),
+    from_embeddings: Path = typer.Option(
+        None, "--from-embeddings", help="build a sharded index from an embeddings folder written by `densekit encode` (no encoding)"
+    ),
+    shards: int = typer.Option(
+        1, "--shards", min=1, help="with --from-embeddings: number of index shards (documents go to crc32(id) % shards)"
+    ),
+    engine: str = typer.Option(
+        "local", "--engine", help="with --from-embeddings: local (shards one after another) or ray (parallel Ray tasks)"
+    ),
+    address: str = typer.Option(
+        None, "--address", help="--engine ray: Ray cluster address (HOST:PORT, ray://HOST:PORT, auto; default: a local cluster)"
+    ),
+    lexical: bool = typer.Option(
+        False, "--lexical", help="also build the BM25 part (bm25s, English stemming and stop-words) for lexical and hybrid search"
+    ),
+    mode: str = typer.Option(
+        None,
+        "--mode",
+        help="default search mode stored in the index: dense, lexical or hybrid (default: hybrid with --lexical, else dense)",
+    ),
+    fusion: str = typer.Option(
+        None, "--fusion", help="hybrid fusion stored in the index: rrf (default) or convex (see `densekit tune fusion`)"
+    ),
+    alpha: float = typer.Option(None, "--alpha", min=0.0, max=1.0, help="convex fusion: weight of the dense scores (default 0.5)"),
 ) -> None:
-    """Encode a corpus and write an index folder: manifest.json, index.faiss, docstore.sqlite."""
+    """Encode a corpus and write an index folder: manifest.json, index.faiss, docstore.sqlite
+    (and lexical/, the BM25 part, with --lexical)."""
     from densekit.encoder import Encoder
     from densekit.index import faiss_kinds
     from densekit.index.dense_index import build_from_corpus
@@ -78,15 +107,28 @@ def build(
     # Check every parameter before the (slow) corpus encoding.
     faiss_kinds.parse_build_params(kind, build_params)
     faiss_kinds.parse_search_params(kind, search_params)
+    if from_embeddings is not None:
+        from densekit.cli.sharded_cmd import build_from_embeddings
+
+        if lexical:
+            raise typer.BadParameter("a sharded index has no BM25 part yet", param_hint="--lexical")
+        build_from_embeddings(from_embeddings, out, shards, kind, build_params, search_params, engine, address, data)
+        return
+    if data is None:
+        raise typer.BadParameter("give --data (a corpus to encode and index) or --from-embeddings", param_hint="--data")
+    search_defaults = _search_defaults(lexical, mode, fusion, alpha)
     s = settings()
     folder = resolve_data(data)
     if kind == "distilled":
+        if lexical:
+            raise typer.BadParameter("a distilled index is written by Distill-VQ without a BM25 part", param_hint="--lexical")
         _build_distilled(folder, out, model or s.model, build_params, search_params, device or s.device)
         return
     corpus = load_corpus(folder)
     enc = Encoder.from_settings(s, model=model, device=device, batch_size=batch_size, backend=backend, precision=precision)
     t0 = time.perf_counter()
-    with build_from_corpus(enc, corpus, kind=kind, build_params=build_params, search_params=search_params) as idx:
+    with build_from_corpus(enc, corpus, kind=kind, build_params=build_params, search_params=search_params, lexical=lexical) as idx:
+        idx.manifest.search_mode, idx.manifest.fusion = search_defaults
         idx.manifest.extra["source"] = str(folder)
         idx.manifest.extra["total_build_s"] = round(time.perf_counter() - t0, 3)
         idx.save(out)
@@ -96,6 +138,26 @@ def build(
         f"index written: {out} ({n_docs} documents, kind={kind}, {m.faiss_description}, "
         f"{m.bytes_per_vector:g} B/vector, faiss build {m.build_time_s:.1f}s, total {time.perf_counter() - t0:.1f}s)"
     )
+
+
+def _search_defaults(lexical: bool, mode: str | None, fusion: str | None, alpha: float | None):
+    """(default search mode, fusion settings) an index build stores; ConfigError before any work
+    when they ask for a lexical part the build does not make."""
+    from pydantic import ValidationError
+
+    from densekit.errors import ConfigError
+    from densekit.fusion import SEARCH_MODES, FusionSettings
+
+    mode = mode or ("hybrid" if lexical else "dense")
+    if mode not in SEARCH_MODES:
+        raise ConfigError("--mode", f"{mode!r} is not one of {', '.join(SEARCH_MODES)}")
+    if mode != "dense" and not lexical:
+        raise ConfigError("--mode", f"{mode} search needs the BM25 part: add --lexical")
+    try:
+        settings = FusionSettings(**{k: v for k, v in {"method": fusion, "alpha": alpha}.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError("--fusion", exc.errors()[0]["msg"]) from None
+    return mode, settings
 
 
 def _build_distilled(folder: Path, out: Path, model: str, build_params: dict, search_params: dict, device: str) -> None:
@@ -141,6 +203,8 @@ def info(
         ("build time s", m.build_time_s),
         ("build params", json.dumps(m.build_params)),
         ("search params", json.dumps(m.search_params)),
+        ("lexical (BM25)", f"{m.lexical.method}, k1={m.lexical.k1}, b={m.lexical.b}, stemmer={m.lexical.stemmer}" if m.lexical else "none"),
+        ("search mode", f"{m.search_mode} (fusion {m.fusion.method}{f', alpha={m.fusion.alpha}' if m.fusion.method == 'convex' else ''})"),
         ("created", m.created_at),
     ]
     for k, v in rows:

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from densekit import __version__
-from densekit.cli import bench_cmd, data_cmd, eval_cmd, export_cmd, index_cmd, serve_cmd, train_cmd
+from densekit.cli import bench_cmd, data_cmd, encode_cmd, eval_cmd, export_cmd, index_cmd, serve_cmd, train_cmd, tune_cmd
 from densekit.cli.common import console
 from densekit.errors import DensekitError
 
@@ -24,8 +24,10 @@ app.add_typer(index_cmd.app, name="index")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(train_cmd.app, name="train")
 app.add_typer(bench_cmd.app, name="bench")
+app.add_typer(tune_cmd.app, name="tune")
 app.command("serve")(serve_cmd.serve)
 app.command("export")(export_cmd.export)
+app.command("encode")(encode_cmd.encode)
 
 
 def _version(value: bool) -> None:

@@ -91,6 +91,9 @@ async def info(request: Request) -> InfoResponse:
             "faiss": idx.manifest.faiss_description,
             "search_device": idx.search_device,
             "live_updates": state.live is not None,
+            "lexical": idx.manifest.lexical is not None,
+            "search_mode": idx.manifest.search_mode,
+            "fusion": idx.manifest.fusion.model_dump(),
         }
         if state.live is not None:
             live = state.live.info()

@@ -1,5 +1,6 @@
-"""POST /search: dense retrieval over the loaded index, one query or a batch, optionally
-reranked (two-stage: the first `rerank_top_n` dense hits are rescored by the reranker)."""
+"""POST /search: dense, lexical (BM25) or hybrid retrieval over the loaded index, one query
+or a batch, optionally reranked (two-stage: the first `rerank_top_n` first-stage hits are
+rescored by the reranker)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 
 from densekit.data.beir import document_text
 from densekit.errors import ConfigError
-from densekit.fusion import fuse_rrf
+from densekit.fusion import FusionSettings, fuse_hybrid, fuse_rrf
 from densekit.index.filters import parse_filter
 from densekit.service.auth import require_api_key
 from densekit.service.deps import check_text, check_texts, ready_state, settings_of, timings
@@ -22,23 +23,42 @@ from densekit.service.schemas import BatchSearchResponse, SearchRequest, SearchR
 router = APIRouter(tags=["search"], dependencies=[Depends(require_api_key)])
 
 
-def _hit(h: Hit, dense: float | None = None, score: float | None = None, rerank: float | None = None) -> dict:
+# Hybrid search fuses at least this many hits of each list (fewer only past max_top_k):
+# fusing two top-10 lists would drop documents that rank 11th in one list and 1st in the other.
+HYBRID_DEPTH = 100
+
+
+def _hit(h: Hit, dense: float | None = None, score: float | None = None, rerank: float | None = None, lexical: float | None = None) -> dict:
     out = {"id": h.id, "score": h.score if score is None else score, "title": h.title, "text": h.text, "metadata": h.metadata}
     if dense is not None:
         out["dense_score"] = dense
+    if lexical is not None:
+        out["lexical_score"] = lexical
     if rerank is not None:
         out["rerank_score"] = rerank
     return out
 
 
+def _fused(dense: list[Hit], lexical: list[Hit], fusion: FusionSettings, k: int) -> tuple[list[Hit], dict[str, dict]]:
+    """One query's hybrid hits (score: the fused one), best first, and each hit's component scores."""
+    by_id = {h.id: h for h in lexical} | {h.id: h for h in dense}
+    fused = fuse_hybrid({"q": {h.id: h.score for h in dense}}, {"q": {h.id: h.score for h in lexical}}, fusion).get("q", {})
+    dense_s, lexical_s = {h.id: h.score for h in dense}, {h.id: h.score for h in lexical}
+    order = sorted(fused, key=lambda d: (-fused[d], d))[:k]
+    hits = [Hit(d, fused[d], by_id[d].title, by_id[d].text, by_id[d].metadata) for d in order]
+    return hits, {d: {"dense": dense_s.get(d), "lexical": lexical_s.get(d)} for d in order}
+
+
 @router.post(
     "/search",
     response_model=SearchResponse | BatchSearchResponse,
-    summary="dense search over the index (one query or a batch), optionally reranked",
+    summary="dense, lexical (BM25) or hybrid search over the index (one query or a batch), optionally reranked",
     description=(
         "Give `query` for one query (answer: `{query, hits, took_ms}`) or `queries` for a batch "
-        "(answer: `{results: [{query, hits}], took_ms}`). With `rerank: true` the first "
-        "`rerank_top_n` dense hits of each query are rescored by the server's reranker and the best "
+        "(answer: `{results: [{query, hits}], took_ms}`). `mode` picks the first stage: 'dense', 'lexical' "
+        "(BM25; a query of stop-words or unknown words has no hits) or 'hybrid' (both fused by `fusion`; "
+        "default mode and fusion: the index's). With `rerank: true` the first "
+        "`rerank_top_n` first-stage hits of each query are rescored by the server's reranker and the best "
         '`top_k` returned; `score` is then the reranker\'s (with `rerank_fusion: "rrf"` the reciprocal rank fusion '
         "of both stages), `dense_score` the first stage's and `rerank_score` the reranker's."
     ),
@@ -74,14 +94,40 @@ async def search(req: SearchRequest, request: Request):
     except ConfigError as exc:
         raise validation(f"{exc.field}: {exc.message}") from None
 
-    vectors, _ = await state.embed.embed(queries, "query", tm, truncate=True)
-    per_query = await state.search.search(vectors, first_k, params, tm, where=where)
+    manifest = state.index.manifest
+    mode = req.mode or manifest.search_mode
+    if mode != "dense" and manifest.lexical is None:
+        raise validation(
+            f"mode: '{mode}' search needs an index with a lexical (BM25) part; this one has none (build it with `densekit index build --lexical`)",
+            param="mode",
+        )
+    overrides = {k: v for k, v in {"method": req.fusion, "alpha": req.alpha}.items() if v is not None}
+    fusion = manifest.fusion.model_copy(update=overrides)
+    depth = max(first_k, min(HYBRID_DEPTH, s.max_top_k)) if mode == "hybrid" else first_k
+
+    per_query: list[list[Hit]]
+    components: list[dict[str, dict]] | None = None
+    if mode != "lexical":
+        vectors, _ = await state.embed.embed(queries, "query", tm, truncate=True)
+        per_query = await state.search.search(vectors, depth, params, tm, where=where)
+    if mode != "dense":
+        lexical = await state.search.lexical(queries, depth, tm, where=where)
+        if mode == "lexical":
+            per_query = lexical
+        else:
+            fused = [_fused(d, lx, fusion, first_k) for d, lx in zip(per_query, lexical)]
+            per_query, components = [f[0] for f in fused], [f[1] for f in fused]
 
     hits_out: list[list[dict]]
     if req.rerank:
         hits_out = list(
             await asyncio.gather(*(_rerank(state, q, hits, req.top_k, req.rerank_fusion, tm) for q, hits in zip(queries, per_query)))
         )
+    elif components is not None:
+        hits_out = [
+            [_hit(h, dense=c[h.id]["dense"], lexical=c[h.id]["lexical"]) for h in hits[: req.top_k]]
+            for hits, c in zip(per_query, components)
+        ]
     else:
         hits_out = [[_hit(h) for h in hits] for hits in per_query]
     return _answer(req, queries, hits_out, s.max_response_bytes, t0)

@@ -15,7 +15,7 @@ def _ranked(n=30):
 
 def test_window_and_top_sampling():
     params = MiningParams(rank_start=5, rank_end=15, margin=0.0, num_negatives=3, sampling="top")
-    got = select_negatives(_ranked(), set(), best_positive_score=2.0, params=params, rng=random.Random(0))
+    got = select_negatives(_ranked(), set(), positive_score=2.0, params=params, rng=random.Random(0))
     assert [d for d, _ in got] == ["d5", "d6", "d7"]
 
 
@@ -100,3 +100,101 @@ def test_short_queries_are_topped_up_with_random_non_positives(tiny_beir, tiny_s
         assert len(p.neg_ids) == (2 if fill == "random" else 0)
         assert len(set(p.neg_ids)) == len(p.neg_ids)
     assert stats.filled_random == (6 if fill == "random" else 0)
+
+
+# Relative margin, max_score and the reference positive, as sentence-transformers'
+# mine_hard_negatives defines them, on a toy score table.
+TOY = [("judged", 0.95), ("a", 0.90), ("b", 0.78), ("c", 0.75), ("d", 0.60), ("e", -0.10)]
+
+
+def _keep(positive_score, judged=("judged",), **params):
+    base = {"rank_start": 0, "rank_end": 10, "margin": None, "num_negatives": 10, "sampling": "top"}
+    stats = MiningStats()
+    got = select_negatives(TOY, set(judged), positive_score, MiningParams(**{**base, **params}), random.Random(0), stats)
+    return [d for d, _ in got], stats
+
+
+def test_relative_margin_drops_candidates_above_a_fraction_of_the_positive():
+    # positive 0.8, relative margin 0.05: ceiling 0.8 - 0.8 * 0.05 = 0.76; a (0.90) and b (0.78) go
+    kept, stats = _keep(0.8, relative_margin=0.05)
+    assert kept == ["c", "d", "e"]
+    assert stats.skipped_relative_margin == 2 and stats.skipped_judged == 1 and stats.skipped_margin == 0
+
+
+def test_relative_margin_never_keeps_a_judged_positive_even_far_below_the_ceiling():
+    kept, stats = _keep(2.0, judged=("judged", "d", "e"), relative_margin=0.5)  # ceiling 1.0: nothing too close
+    assert kept == ["a", "b", "c"] and stats.skipped_judged == 3
+
+
+def test_relative_margin_with_a_negative_positive_score_stays_below_it():
+    # s+ = -0.05: ceiling -0.05 - 0.05 * 0.5 = -0.075 (not (1 - m) * s+ = -0.025, above s+)
+    kept, _ = _keep(-0.05, relative_margin=0.5)
+    assert kept == ["e"]
+
+
+def test_max_score_and_margins_combine():
+    kept, stats = _keep(0.8, max_score=0.7)
+    assert kept == ["d", "e"] and stats.skipped_max_score == 3
+    # absolute margin 0.03 -> ceiling 0.77 (drops a, b); relative 0.1 -> 0.72 (drops c); max 0.65 (nothing more: d is 0.60)
+    kept, stats = _keep(0.8, margin=0.03, relative_margin=0.1, max_score=0.65)
+    assert kept == ["d", "e"]
+    assert (stats.skipped_margin, stats.skipped_relative_margin, stats.skipped_max_score) == (2, 1, 0)
+
+
+def test_no_reference_positive_means_no_margin_but_max_score_still_applies():
+    kept, _ = _keep(float("inf"), margin=0.05, relative_margin=0.05)
+    assert kept == ["a", "b", "c", "d", "e"]
+    kept, _ = _keep(float("inf"), relative_margin=0.05, max_score=0.8)
+    assert kept == ["b", "c", "d", "e"]
+
+
+def test_reference_is_the_best_or_the_weakest_positive():
+    from densekit.training.mining import reference_score
+
+    assert reference_score([0.4, 0.9, 0.6]) == 0.9
+    assert reference_score([0.4, 0.9, 0.6], "weakest") == 0.4
+    assert reference_score([]) == float("inf")
+    with pytest.raises(ValueError, match="positive_reference"):
+        reference_score([0.1], "median")
+
+
+def test_mining_config_exposes_the_filters(tmp_path, tiny_beir):
+    from densekit.errors import ConfigError
+    from densekit.training.biencoder_config import BiEncoderRunConfig
+    from densekit.training.run_config import validate_config
+
+    base = {"output_dir": str(tmp_path), "data": {"beir": str(tiny_beir)}}
+    cfg = validate_config(BiEncoderRunConfig, base)
+    assert (cfg.mining.margin, cfg.mining.relative_margin, cfg.mining.max_score, cfg.mining.positive_reference) == (
+        0.05,
+        None,
+        None,
+        "best",
+    )
+    cfg = validate_config(BiEncoderRunConfig, {**base, "mining": {"margin": None, "relative_margin": 0.05, "max_score": 0.9}})
+    assert cfg.mining.margin is None and cfg.mining.relative_margin == 0.05
+    with pytest.raises(ConfigError) as exc:
+        validate_config(BiEncoderRunConfig, {**base, "mining": {"relative_margin": 1.5}})
+    assert exc.value.field == "mining.relative_margin"
+    with pytest.raises(ConfigError) as exc:
+        validate_config(BiEncoderRunConfig, {**base, "mining": {"positive_reference": "median"}})
+    assert exc.value.field == "mining.positive_reference"
+
+
+@pytest.mark.parametrize(
+    "args,field",
+    [
+        (["--margin", "abc"], "--margin"),
+        (["--relative-margin", "1.5"], "--relative-margin"),
+        (["--positive-reference", "x"], "--positive-reference"),
+    ],
+)
+def test_mine_cli_refuses_bad_filters_before_loading_anything(tmp_path, args, field):
+    from typer.testing import CliRunner
+
+    from densekit.cli.main import app
+
+    res = CliRunner().invoke(app, ["train", "mine", "--data", str(tmp_path), "--out", str(tmp_path / "m.jsonl"), *args])
+    assert res.exit_code != 0
+    assert field in (str(res.exception) + res.output)
+    assert not (tmp_path / "m.jsonl").exists()

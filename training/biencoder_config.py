@@ -14,6 +14,20 @@ Example (every field but `output_dir` and one data source has a default)::
     loss: {name: mw, temperature: 0.01, reduction: sum}
     train: {batch_size: 32, max_steps: 200, learning_rate: 2.0e-5, warmup_ratio: 0.1}
     eval: {beir: scifact, split: test}
+
+Pooled training over several datasets replaces `beir`/`pairs` by a list; every batch then
+comes from one dataset (no cross-dataset in-batch negatives)::
+
+    data:
+      datasets:
+        - {beir: scifact}                            # train qrels, negatives mined
+        - {beir: nfcorpus, weight: 0.5}
+        - {name: wikiqa, pairs: [wikiqa/train_pairs.jsonl]}   # no train qrels: its pairs file
+      sampling: proportional   # | round_robin | weighted (by each entry's weight)
+      num_negatives: 1
+
+A relative `pairs` path that is not a file from the working directory is looked up under
+DENSEKIT_DATA_DIR, as dataset names are.
 """
 
 from __future__ import annotations
@@ -30,15 +44,83 @@ from densekit.training.run_config import StrictConfig, TrainingSourceConfig
 _Strict = StrictConfig
 
 
+class DatasetSource(TrainingSourceConfig):
+    """One dataset of a pooled run: its own qrels split and/or pairs files."""
+
+    name: str | None = Field(None, description="label in logs and the summary (default: the BEIR name, else the first pairs file's stem)")
+    weight: float = Field(1.0, gt=0, description="share of batches with data.sampling: weighted (relative to the other entries)")
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.beir:
+            return Path(self.beir).name or self.beir
+        return Path(self.pairs[0]).stem
+
+
+SAMPLING = ("proportional", "round_robin", "weighted")
+
+
 class DataConfig(TrainingSourceConfig):
     num_negatives: int = Field(1, ge=0, le=64, description="hard-negative columns per training row (0: in-batch negatives only)")
+    datasets: list[DatasetSource] = Field(
+        default_factory=list,
+        description="pooled training: several sources, each batch drawn from one of them (instead of beir/pairs)",
+    )
+    sampling: Literal["proportional", "round_robin", "weighted"] = Field(
+        "proportional",
+        description="which dataset each batch comes from: proportional to its rows (every row once per epoch), round_robin "
+        "(in turn, until the smallest runs out) or weighted (at random by `weight`, a dataset restarting when exhausted)",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self):  # replaces TrainingSourceConfig's check: `datasets` is a source too
+        if self.datasets:
+            if self.beir or self.pairs:
+                raise ValueError("give either data.beir/data.pairs or data.datasets, not both")
+            if self.max_queries is not None:
+                raise ValueError("with data.datasets, set max_queries on each entry")
+            names = [d.label() for d in self.datasets]
+            if dup := sorted({n for n in names if names.count(n) > 1}):
+                raise ValueError(f"dataset names must be unique, {dup} repeats (set `name` on the entries)")
+        elif not self.beir and not self.pairs:
+            raise ValueError("give at least one of data.beir, data.pairs or data.datasets")
+        return self
+
+    def sources(self) -> list[tuple[str, DatasetSource]]:
+        """(config field prefix, source) of every training dataset; one for a single-source run."""
+        if self.datasets:
+            return [(f"data.datasets.{i}", d) for i, d in enumerate(self.datasets)]
+        single = DatasetSource(
+            beir=self.beir, beir_split=self.beir_split, pairs=self.pairs, max_queries=self.max_queries, min_grade=self.min_grade
+        )
+        return [("data", single)]
 
 
 class MiningConfig(_Strict):
     enabled: bool = Field(False, description="mine hard negatives for the BEIR pairs with the base model before training")
     rank_start: int = Field(10, ge=0, description="first rank (0-based) of the window negatives are drawn from")
     rank_end: int = Field(100, ge=1, description="end (exclusive) of the rank window")
-    margin: float = Field(0.05, ge=0, description="skip candidates scoring above (best positive score - margin): likely unjudged positives")
+    margin: float | None = Field(
+        0.05,
+        ge=0,
+        description="absolute margin (sentence-transformers' absolute_margin): skip candidates scoring above "
+        "(positive score - margin), likely unjudged positives; null: off",
+    )
+    relative_margin: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="skip candidates scoring above (positive score - |positive score| x relative_margin), i.e. above "
+        "(1 - relative_margin) x a non-negative positive score (sentence-transformers' relative_margin; 0.05 is "
+        "NV-Retriever's best); null: off",
+    )
+    max_score: float | None = Field(None, description="skip candidates scoring above this, whatever the positive scores; null: off")
+    positive_reference: Literal["best", "weakest"] = Field(
+        "best",
+        description="which judged positive's score the margins are taken from: the best (default) or the weakest "
+        "(sentence-transformers' choice; with many graded positives, as NFCorpus has, it empties most windows)",
+    )
     num_negatives: int = Field(4, ge=1, le=256, description="negatives kept per query in the mined file")
     sampling: Literal["random", "top"] = Field("random", description="draw from the window at random (seeded) or take its top")
     fill_short: Literal["random", "none"] = Field(
@@ -66,6 +148,20 @@ class LossConfig(_Strict):
         description="under torchrun/accelerate (DDP): all-gather in-batch embeddings from every process, with gradients, "
         "so each query meets the whole global batch's passages as negatives",
     )
+    mask_false_negatives: bool | None = Field(
+        None,
+        description="leave out of each query's negatives the batch passages judged relevant to it, with its positive's "
+        "text, or from another dataset; null: on when a source has qrels (data.beir / a datasets entry with beir)",
+    )
+
+    def mask_enabled(self, data: DataConfig) -> bool:
+        """The resolved mask setting. Auto: on with qrels, where in-batch passages judged relevant
+        to another row's query are common (NFCorpus judges ~40 documents per query); with
+        pairs files alone the only judgements are each row's own positives, which no-duplicates
+        batches already keep apart, so the mask could not change the loss."""
+        if self.mask_false_negatives is not None:
+            return self.mask_false_negatives
+        return any(src.beir for _, src in data.sources())
 
     @field_validator("temperature")
     @classmethod
@@ -116,32 +212,65 @@ class BiEncoderRunConfig(_Strict):
 
     @model_validator(mode="after")
     def _mining_needs_beir(self):
-        if self.mining.enabled and not self.data.beir:
-            raise ValueError("mining.enabled needs data.beir (negatives are mined from its corpus)")
+        if self.mining.enabled and not any(src.beir for _, src in self.data.sources()):
+            raise ValueError("mining.enabled needs data.beir or a datasets entry with beir (negatives are mined from its corpus)")
+        if self.mining.reuse and self.data.datasets:
+            raise ValueError("mining.reuse holds one dataset's negatives; pooled runs (data.datasets) mine each dataset")
         return self
 
 
+def _splits(folder: Path) -> list[str]:
+    return sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
+
+
+def _resolve_pairs_file(path: str, resolve_data) -> Path | None:
+    """A pairs file as given, else under the data folder (`wikiqa/train_pairs.jsonl`)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    if p.is_absolute() or len(p.parts) < 2:
+        return None
+    try:
+        candidate = Path(resolve_data(p.parts[0])).joinpath(*p.parts[1:])
+    except Exception:  # not a dataset name either
+        return None
+    return candidate if candidate.is_file() else None
+
+
 def check_paths(cfg: BiEncoderRunConfig, resolve_data) -> dict[str, Path]:
-    """Every input must exist before any work starts; returns the resolved folders.
+    """Every input must exist before any work starts; returns the resolved folders and files,
+    keyed by config field (``data.beir``, ``data.datasets.2.beir``, ``data.pairs.0``, ``eval.beir``).
     `resolve_data(name)` maps a dataset name or folder to a folder or raises."""
     from densekit.models import resolve_encoder_name
 
     out: dict[str, Path] = {}
-    for field, value in (("data.beir", cfg.data.beir), ("eval.beir", cfg.eval.beir)):
-        if value:
+    for prefix, src in cfg.data.sources():
+        if src.beir:
             try:
-                out[field] = resolve_data(value)
+                folder = out[f"{prefix}.beir"] = resolve_data(src.beir)
             except Exception as exc:  # DatasetNotFoundError and friends
-                raise ConfigError(field, str(exc)) from None
-    if cfg.data.beir:
-        split_file = out["data.beir"] / "qrels" / f"{cfg.data.beir_split}.tsv"
-        if not split_file.is_file():
-            raise ConfigError("data.beir_split", f"no qrels file {split_file}")
-    if cfg.eval.beir and not (out["eval.beir"] / "qrels" / f"{cfg.eval.split}.tsv").is_file():
-        raise ConfigError("eval.split", f"no qrels file for split '{cfg.eval.split}' in {out['eval.beir']}")
-    for i, p in enumerate(cfg.data.pairs):
-        if not Path(p).expanduser().is_file():
-            raise ConfigError(f"data.pairs.{i}", f"file not found: {p}")
+                raise ConfigError(f"{prefix}.beir", str(exc)) from None
+            if not (folder / "qrels" / f"{src.beir_split}.tsv").is_file():
+                hint = ""
+                if (folder / f"{src.beir_split}_pairs.jsonl").is_file():
+                    hint = f"; it has {src.beir_split}_pairs.jsonl: use pairs: [{src.beir}/{src.beir_split}_pairs.jsonl] instead of beir"
+                raise ConfigError(
+                    f"{prefix}.beir_split",
+                    f"dataset '{src.beir}' has no '{src.beir_split}' split (no qrels/{src.beir_split}.tsv in {folder}; "
+                    f"its splits: {', '.join(_splits(folder)) or 'none'}){hint}",
+                )
+        for i, p in enumerate(src.pairs):
+            found = _resolve_pairs_file(p, resolve_data)
+            if found is None:
+                raise ConfigError(f"{prefix}.pairs.{i}", f"file not found: {p} (nor under the data folder)")
+            out[f"{prefix}.pairs.{i}"] = found
+    if cfg.eval.beir:
+        try:
+            out["eval.beir"] = resolve_data(cfg.eval.beir)
+        except Exception as exc:
+            raise ConfigError("eval.beir", str(exc)) from None
+        if not (out["eval.beir"] / "qrels" / f"{cfg.eval.split}.tsv").is_file():
+            raise ConfigError("eval.split", f"no qrels file for split '{cfg.eval.split}' in {out['eval.beir']}")
     if cfg.mining.reuse and not Path(cfg.mining.reuse).expanduser().is_file():
         raise ConfigError("mining.reuse", f"file not found: {cfg.mining.reuse}")
     resolved = resolve_encoder_name(cfg.model)

@@ -11,10 +11,14 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from densekit.data import load_beir
 from densekit.data.beir import BeirDataset, document_text
 from densekit.data.pairs import TrainingPair, load_pairs
+
+if TYPE_CHECKING:
+    from densekit.training.row_keys import RowKeys
 
 
 def pairs_from_beir(dataset: BeirDataset, min_grade: int = 1, max_queries: int | None = None, seed: int = 0) -> list[BeirPair]:
@@ -54,16 +58,22 @@ class ExampleStats:
     by_source: dict[str, int] = field(default_factory=dict)
 
 
-def build_rows(pairs: list[TrainingPair], num_negatives: int, seed: int = 0) -> tuple[dict[str, list[str]], ExampleStats]:
+def build_rows(
+    pairs: list[TrainingPair], num_negatives: int, seed: int = 0, keys: RowKeys | None = None, source: int = 0
+) -> tuple[dict[str, list], ExampleStats]:
     """Columns {anchor, positive, negative_1..H}: one row per (query, positive).
 
     A query's negatives are dealt out round-robin over its rows so each row gets H distinct
     ones where the query has enough (reused cyclically otherwise); a query with no negative
-    at all cannot fill the columns and is skipped (counted in the stats)."""
+    at all cannot fill the columns and is skipped (counted in the stats). With `keys`, a
+    `label` column holds each row's integer keys ([source, query, positive, negatives...]) for
+    the false-negative mask."""
     rng = random.Random(seed)
-    cols: dict[str, list[str]] = {"anchor": [], "positive": []}
+    cols: dict[str, list] = {"anchor": [], "positive": []}
     for h in range(1, num_negatives + 1):
         cols[f"negative_{h}"] = []
+    if keys is not None:
+        cols["label"] = []
     stats = ExampleStats()
     for pair in pairs:
         negs = list(dict.fromkeys(n for n in pair.neg if n not in pair.pos))
@@ -77,8 +87,11 @@ def build_rows(pairs: list[TrainingPair], num_negatives: int, seed: int = 0) -> 
             cols["positive"].append(pos)
             if num_negatives and (r + 1) * num_negatives > len(negs):
                 stats.rows_with_reused_negatives += 1
-            for h in range(num_negatives):
-                cols[f"negative_{h + 1}"].append(negs[(r * num_negatives + h) % len(negs)])
+            row_negs = [negs[(r * num_negatives + h) % len(negs)] for h in range(num_negatives)]
+            for h, neg in enumerate(row_negs):
+                cols[f"negative_{h + 1}"].append(neg)
+            if keys is not None:
+                cols["label"].append(keys.row(source, pair.query, [pos, *row_negs]))
             stats.rows += 1
     return cols, stats
 

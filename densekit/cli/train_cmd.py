@@ -41,7 +41,14 @@ def mine(
     model: str = typer.Option(None, "--model", help="bi-encoder that retrieves the candidates (default: DENSEKIT_MODEL)"),
     rank_start: int = typer.Option(10, "--rank-start", help="first rank (0-based) of the candidate window"),
     rank_end: int = typer.Option(100, "--rank-end", help="end (exclusive) of the candidate window"),
-    margin: float = typer.Option(0.05, "--margin", help="skip candidates scoring above best-positive score minus this"),
+    margin: str = typer.Option(
+        "0.05", "--margin", help="absolute margin: skip candidates scoring above positive score minus this; 'none': off"
+    ),
+    relative_margin: float = typer.Option(
+        None, "--relative-margin", help="skip candidates scoring above positive score - |positive score| x this (e.g. 0.05)"
+    ),
+    max_score: float = typer.Option(None, "--max-score", help="skip candidates scoring above this"),
+    positive_reference: str = typer.Option("best", "--positive-reference", help="margins from the best or the weakest judged positive"),
     num_negatives: int = typer.Option(4, "--num-negatives", help="negatives kept per query"),
     sampling: str = typer.Option("random", "--sampling", help="random (seeded) or top"),
     seed: int = typer.Option(42, "--seed"),
@@ -62,11 +69,29 @@ def mine(
         raise ConfigError("--rank-end", f"must be greater than --rank-start ({rank_start})")
     if sampling not in ("random", "top"):
         raise ConfigError("--sampling", "use random or top")
+    if positive_reference not in ("best", "weakest"):
+        raise ConfigError("--positive-reference", "use best or weakest")
+    try:
+        absolute = None if margin.strip().lower() in ("none", "off") else float(margin)
+    except ValueError:
+        raise ConfigError("--margin", f"a number or 'none', got {margin!r}") from None
+    if relative_margin is not None and not 0 <= relative_margin <= 1:
+        raise ConfigError("--relative-margin", f"must be in [0, 1], got {relative_margin}")
+    params = MiningParams(
+        rank_start,
+        rank_end,
+        absolute,
+        num_negatives,
+        sampling,
+        seed,
+        fill_short,
+        relative_margin=relative_margin,
+        max_score=max_score,
+        positive_reference=positive_reference,
+    )
     ds = load_beir(resolve_data(data), split)
     enc = Encoder.from_settings(model=model, device=device)
-    pairs, stats = mine_hard_negatives(
-        enc, ds, pairs_from_beir(ds, seed=seed), MiningParams(rank_start, rank_end, margin, num_negatives, sampling, seed, fill_short)
-    )
+    pairs, stats = mine_hard_negatives(enc, ds, pairs_from_beir(ds, seed=seed), params)
     write_mined(pairs, out)
     console.print(f"mined {stats.negatives} negatives for {stats.queries} queries -> {out} ({stats.as_dict()})")
 

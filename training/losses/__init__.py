@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from densekit.training.losses.base import BiEncoderLoss
 from densekit.training.losses.dcl import DCLLoss
+from densekit.training.losses.false_negatives import JudgedRelevance, false_negative_mask
 from densekit.training.losses.infonce import InfoNCELoss
 from densekit.training.losses.mw import MWLoss
 
 LOSSES: dict[str, type[BiEncoderLoss]] = {"infonce": InfoNCELoss, "mw": MWLoss, "dcl": DCLLoss}
 
-__all__ = ["BiEncoderLoss", "InfoNCELoss", "MWLoss", "DCLLoss", "LOSSES"]
+__all__ = ["BiEncoderLoss", "InfoNCELoss", "MWLoss", "DCLLoss", "LOSSES", "JudgedRelevance", "false_negative_mask"]

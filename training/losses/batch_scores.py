@@ -57,3 +57,13 @@ def check_temperature(tau: float) -> float:
     if not (isinstance(tau, (int, float)) and tau > 0):
         raise ValueError(f"temperature must be > 0, got {tau!r}")
     return float(tau)
+
+
+def masked_logsumexp(x: Tensor, drop: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """logsumexp of `x` along `dim` over the entries `drop` leaves in, and a bool tensor
+    marking the slices where nothing is left. Such a slice gets a finite placeholder value
+    (its logsumexp over every entry) instead of -inf, so a caller that replaces it with 0 via
+    `torch.where` gets zero gradients there, not NaN."""
+    empty = drop.all(dim=dim)
+    drop = drop & ~empty.unsqueeze(dim)
+    return torch.logsumexp(x.masked_fill(drop, float("-inf")), dim=dim), empty

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from densekit.training.losses.base import SoftmaxContrastiveLoss
-from densekit.training.losses.batch_scores import own_positive_mask, positive_scores
+from densekit.training.losses.batch_scores import masked_logsumexp, own_positive_mask, positive_scores
 
 
 class DCLLoss(SoftmaxContrastiveLoss):
@@ -20,6 +20,11 @@ class DCLLoss(SoftmaxContrastiveLoss):
     better. With ``symmetric=True`` the passage-to-query term (over the other queries) is
     averaged in, as for InfoNCE.
 
+    With a false-negative mask, D also leaves out the passages judged relevant to q_i (or
+    equal in text to p_i). A query left with no negative at all has no denominator: its term
+    is 0 (it still counts in the mean over B), as it is for InfoNCE, whose term is then
+    log 1 = 0.
+
     Source: Yeh, Hong, Hsu, Liu, Chen, LeCun, "Decoupled Contrastive Learning", ECCV 2022
     (arXiv 2110.06848), eq. 6.
 
@@ -28,15 +33,19 @@ class DCLLoss(SoftmaxContrastiveLoss):
         loss = DCLLoss(model, temperature=0.05)
     """
 
-    def loss_from_scores(self, scores: Tensor) -> Tensor:
+    def loss_from_scores(self, scores: Tensor, mask: Tensor | None = None) -> Tensor:
         logits = scores / self.temperature
         pos = positive_scores(logits)
-        mask = own_positive_mask(logits)
-        loss = (torch.logsumexp(logits.masked_fill(mask, float("-inf")), dim=1) - pos).mean()
+        drop = own_positive_mask(logits)
+        if mask is not None:
+            drop = drop | mask
+        lse, empty = masked_logsumexp(logits, drop, dim=1)
+        zero = torch.zeros_like(pos)
+        loss = torch.where(empty, zero, lse - pos).mean()
         if self.symmetric:
             b = logits.size(0)
-            square = logits[:, :b].masked_fill(mask[:, :b], float("-inf"))
-            loss = (loss + (torch.logsumexp(square, dim=0) - pos).mean()) / 2
+            lse, empty = masked_logsumexp(logits[:, :b], drop[:, :b], dim=0)
+            loss = (loss + torch.where(empty, zero, lse - pos).mean()) / 2
         return loss
 
     @property

@@ -27,6 +27,10 @@ class InfoNCELoss(SoftmaxContrastiveLoss):
     Passage Retrieval for Open-Domain Question Answering", EMNLP 2020. Equals
     sentence-transformers' MultipleNegativesRankingLoss with scale = 1/tau.
 
+    With a false-negative mask, D for query i leaves out the passages judged relevant to
+    q_i (or equal in text to p_i); the symmetric term leaves out the queries to which p_i is
+    relevant.
+
     Adding a constant c_i to all of query i's scores leaves L unchanged (softmax is
     shift-invariant per row): InfoNCE says nothing about how scores compare across queries.
 
@@ -36,14 +40,17 @@ class InfoNCELoss(SoftmaxContrastiveLoss):
         trainer = SentenceTransformerTrainer(model=model, train_dataset=ds, loss=loss)
     """
 
-    def loss_from_scores(self, scores: Tensor) -> Tensor:
+    def loss_from_scores(self, scores: Tensor, mask: Tensor | None = None) -> Tensor:
         logits = scores / self.temperature
         pos = positive_scores(logits)
-        loss = (torch.logsumexp(logits, dim=1) - pos).mean()
+        # The own positive is never masked, so no row or column is left empty.
+        kept = logits if mask is None else logits.masked_fill(mask, float("-inf"))
+        loss = (torch.logsumexp(kept, dim=1) - pos).mean()
         if self.symmetric:
             b = logits.size(0)
-            # Column i of the first B columns holds every query's score for positive p_i.
-            backward = (torch.logsumexp(logits[:, :b], dim=0) - pos).mean()
+            # Column i of the first B columns holds every query's score for positive p_i;
+            # mask[j, i] leaves out a query q_j to which p_i is relevant.
+            backward = (torch.logsumexp(kept[:, :b], dim=0) - pos).mean()
             loss = (loss + backward) / 2
         return loss
 

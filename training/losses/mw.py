@@ -9,6 +9,7 @@ from torch import Tensor
 
 from densekit.training.losses.base import BiEncoderLoss
 from densekit.training.losses.batch_scores import Similarity, check_temperature, own_positive_mask, positive_scores
+from densekit.training.losses.false_negatives import JudgedRelevance
 
 Reduction = Literal["sum", "mean"]
 
@@ -21,6 +22,9 @@ class MWLoss(BiEncoderLoss):
     negatives), i.e. S- = { s(q_k, d) : k = 1..B, d in D, d != p_k }:
 
         L = -1/B sum_i sum_{s in S-} log sigmoid( (s_i+ - s) / tau )        (reduction="sum")
+
+    With a false-negative mask, S- leaves out s(q_k, d) wherever d is judged relevant to q_k
+    (or equal in text to p_k): a relevant pair is not a negative of anyone's positive.
 
     ``reduction="mean"`` divides by |S-| as well (a mean over all B*|S-| pairs), which keeps
     the loss's scale independent of the batch size.
@@ -47,16 +51,21 @@ class MWLoss(BiEncoderLoss):
         reduction: Reduction = "sum",
         similarity: Similarity = "cosine",
         gather_across_devices: bool = False,
+        mask_false_negatives: bool = False,
+        judged: JudgedRelevance | None = None,
     ):
-        super().__init__(model, similarity, gather_across_devices)
+        super().__init__(model, similarity, gather_across_devices, mask_false_negatives, judged)
         self.temperature = check_temperature(temperature)
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
         self.reduction = reduction
 
-    def loss_from_scores(self, scores: Tensor) -> Tensor:
+    def loss_from_scores(self, scores: Tensor, mask: Tensor | None = None) -> Tensor:
         pos = positive_scores(scores)  # (B,)
-        negatives = scores[~own_positive_mask(scores)]  # (B*P - B,): S-, pooled over queries
+        keep = ~own_positive_mask(scores)
+        if mask is not None:
+            keep = keep & ~mask
+        negatives = scores[keep]  # S-, pooled over queries
         # (B, |S-|) margins; logsigmoid is the stable form of log(1/(1+exp(-x))).
         pair_loss = -F.logsigmoid((pos[:, None] - negatives[None, :]) / self.temperature)
         per_positive = pair_loss.sum(dim=1)

@@ -32,8 +32,8 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from densekit.atomic import write_bytes_atomic, write_json_atomic
-from densekit.errors import ConfigError, IndexCorruptError, IndexMismatchError
-from densekit.index.manifest import EncoderSpec, sha256_file
+from densekit.errors import ConfigError, IndexCorruptError
+from densekit.index.manifest import EncoderSpec, read_format_json, sha256_file
 
 FORMAT = "densekit-embeddings"
 FORMAT_VERSION = 1
@@ -181,22 +181,14 @@ def write_manifest(
 
 
 def read_manifest(folder: str | Path) -> EmbeddingsManifest:
-    folder = Path(folder)
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise IndexCorruptError(f"{path} is missing: not a densekit embeddings folder (or an encode run that has not finished)")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IndexCorruptError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise IndexCorruptError(f"{path} is not an embeddings manifest (format {FORMAT!r})")
-    if raw.get("format_version") != FORMAT_VERSION:
-        raise IndexMismatchError(f"{path}: embeddings format version {raw.get('format_version')!r}, this densekit reads {FORMAT_VERSION}")
-    try:
-        return EmbeddingsManifest.model_validate(raw)
-    except ValidationError as exc:
-        raise IndexCorruptError(f"{path} does not match the embeddings manifest schema: {exc}") from None
+    return read_format_json(
+        Path(folder) / MANIFEST,
+        EmbeddingsManifest,
+        FORMAT,
+        FORMAT_VERSION,
+        "an embeddings manifest",
+        "not a densekit embeddings folder (or an encode run that has not finished)",
+    )
 
 
 class EmbeddingsFolder:

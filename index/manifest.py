@@ -6,12 +6,14 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
 from densekit.errors import IndexCorruptError, IndexMismatchError
 from densekit.fusion import FusionSettings, SearchMode
+
+_M = TypeVar("_M", bound=BaseModel)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,26 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
                 break
             h.update(block)
     return h.hexdigest()
+
+
+def read_format_json(path: Path, model: type[_M], fmt: str, version: int, what: str, missing: str) -> _M:
+    """A JSON file tagged {"format": fmt, "format_version": version} read into `model`:
+    IndexCorruptError when it is missing (`missing` says what that means), unreadable or off
+    schema; IndexMismatchError for another format version."""
+    if not path.is_file():
+        raise IndexCorruptError(f"{path} is missing: {missing}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexCorruptError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("format") != fmt:
+        raise IndexCorruptError(f"{path} is not {what} (format {fmt!r})")
+    if raw.get("format_version") != version:
+        raise IndexMismatchError(f"{path}: {what} format version {raw.get('format_version')!r}, this densekit reads {version}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise IndexCorruptError(f"{path} does not match the {what} schema: {exc}") from None
 
 
 def read_manifest(folder: Path) -> Manifest:

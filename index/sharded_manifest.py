@@ -15,15 +15,14 @@ index's `trained_checksum`, and loading checks every shard against it.
 
 from __future__ import annotations
 
-import json
 import zlib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from densekit.errors import IndexCorruptError, IndexMismatchError
-from densekit.index.manifest import EncoderSpec
+from densekit.index.manifest import EncoderSpec, read_format_json
 
 FORMAT = "densekit-sharded-index"
 FORMAT_VERSION = 1
@@ -76,22 +75,10 @@ def is_sharded(folder: str | Path) -> bool:
 
 
 def read_sharded_manifest(folder: str | Path) -> ShardedManifest:
-    folder = Path(folder)
-    path = folder / SHARDED_MANIFEST
-    if not path.is_file():
-        raise IndexCorruptError(f"{path} is missing: not a sharded densekit index folder")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IndexCorruptError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise IndexCorruptError(f"{path} is not a sharded index manifest (format {FORMAT!r})")
-    if raw.get("format_version") != FORMAT_VERSION:
-        raise IndexMismatchError(f"{path}: sharded format version {raw.get('format_version')!r}, this densekit reads {FORMAT_VERSION}")
-    try:
-        manifest = ShardedManifest.model_validate(raw)
-    except ValidationError as exc:
-        raise IndexCorruptError(f"{path} does not match the sharded manifest schema: {exc}") from None
+    path = Path(folder) / SHARDED_MANIFEST
+    manifest = read_format_json(
+        path, ShardedManifest, FORMAT, FORMAT_VERSION, "a sharded index manifest", "not a sharded densekit index folder"
+    )
     if manifest.routing.hash != ROUTING_HASH:
         raise IndexMismatchError(f"{path}: routing hash {manifest.routing.hash!r}, this densekit routes by {ROUTING_HASH!r}")
     if manifest.routing.shards != len(manifest.shards) or manifest.routing.shards < 1:

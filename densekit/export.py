@@ -199,13 +199,13 @@ def _write_graph(src: Path, dst: Path, kind: str, runtime: Runtime, calibration:
 def _trace(model: Any, kind: str, out: Path) -> None:
     import torch
 
-    from densekit.exported_runtime import OUTPUT_NAME
+    from densekit.exported_runtime import graph_output_name
 
     net = model[0].model.eval()
     # Padding in the example keeps the attention mask's code path in the traced graph.
     example = _tokenize(model, kind, ["a short text", "a somewhat longer text, so that the batch needs padding"])
     names = [n for n in INPUT_NAMES if n in example]
-    output = OUTPUT_NAME[kind]
+    output = graph_output_name(net, kind)
 
     class Traced(torch.nn.Module):
         def __init__(self) -> None:
@@ -216,7 +216,7 @@ def _trace(model: Any, kind: str, out: Path) -> None:
             return getattr(self.net(**dict(zip(names, args)), return_dict=True), output)
 
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes[output] = {0: "batch", 1: "sequence"} if kind == "bi-encoder" else {0: "batch"}
+    axes[output] = {0: "batch", 1: "sequence"} if output == "last_hidden_state" else {0: "batch"}
     try:
         # The tracer warns about shape checks it freezes; the padded example keeps the ones
         # that matter (the attention mask) on the traced path.

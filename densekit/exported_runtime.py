@@ -19,6 +19,15 @@ from densekit.errors import ModelLoadError
 OUTPUT_NAME = {"bi-encoder": "last_hidden_state", "cross-encoder": "logits"}
 
 
+def graph_output_name(net: Any, kind: str) -> str:
+    """The output the traced network hands on: a cross-encoder whose network is a bare
+    encoder (its scoring head is a later sentence-transformers module, e.g. a mean-pooling
+    head) hands on token vectors, like a bi-encoder."""
+    if kind == "cross-encoder" and not type(net).__name__.endswith("ForSequenceClassification"):
+        return OUTPUT_NAME["bi-encoder"]
+    return OUTPUT_NAME[kind]
+
+
 def _torch_module_base():
     import torch
 
@@ -94,7 +103,7 @@ def attach_graph(st_model: Any, folder: str | Path, meta: ExportMetadata, thread
     graph = Path(folder).expanduser() / meta.file_name
     transformer = st_model[0]
     config = transformer.model.config
-    output = OUTPUT_NAME[meta.kind]
+    output = graph_output_name(transformer.model, meta.kind)
     try:
         if meta.backend == "onnx":
             runtime: _GraphModel = OnnxRuntimeModel(graph, config, output, threads)

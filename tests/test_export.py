@@ -89,6 +89,23 @@ def test_cross_encoder_export_scores_like_torch(tiny_ce_dir):
         assert np.abs(np.array(exp.score(SENTENCES[0], docs)) - want).max() <= tol
 
 
+def test_mean_head_cross_encoder_exports_its_encoder_and_keeps_the_head(tiny_st_model_dir, tmp_path):
+    """densekit's own `head: mean` cross-encoders score with sentence-transformers modules after
+    a bare encoder (no `logits`): the graph replaces the encoder, the head stays in torch."""
+    _needs("onnx")
+    from densekit.export import export_model
+    from densekit.rerankers.cross_encoder import CrossEncoderReranker
+    from densekit.training.rerank.cross_trainer import _base_cross_encoder
+
+    _base_cross_encoder(str(tiny_st_model_dir), "mean", 64, "cpu").save_pretrained(str(tmp_path / "ce-mean"))
+    ref = CrossEncoderReranker.load(str(tmp_path / "ce-mean"), device="cpu")
+    docs = SENTENCES[1:]
+    want = np.array(ref.score(SENTENCES[0], docs))
+    exp = CrossEncoderReranker.load(str(export_model(tmp_path / "ce-mean", "cross-encoder", "onnx", "fp32")))
+    assert exp.runtime.backend == "onnx"
+    assert np.abs(np.array(exp.score(SENTENCES[0], docs)) - want).max() <= 1e-4
+
+
 def test_guard_refuses_a_broken_export_and_force_overrides(tiny_st_model_dir, tmp_path):
     _needs("onnx")
     from densekit.eval.export_guard import check_bi_encoder_export

@@ -33,7 +33,7 @@ class WeightedBatchSampler(MultiDatasetDefaultBatchSampler):
 
     def __iter__(self) -> Iterator[list[int]]:
         draw = torch.Generator().manual_seed(int(self.seed or 0) + self.epoch)
-        offsets = [0, *accumulate(len(d) for d in self.dataset.datasets)]
+        offsets = [0, *accumulate(len(d) for d in self.dataset.datasets)]  # type: ignore[arg-type]  # map-style datasets: sized
         iterators = [iter(s) for s in self.batch_samplers]
         restarts = [0] * len(iterators)
         for _ in range(len(self)):

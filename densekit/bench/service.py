@@ -235,7 +235,7 @@ def embed_rounds(
                         warmup=2,
                         data_dir=data_dir,
                     ),
-                    outdir / f"embed-{name}-b{batch}-r{rnd}.json",
+                    outdir / f"embed-{name.replace('/', '-').replace(' ', '-')}-b{batch}-r{rnd}.json",
                 )
                 runs.setdefault(f"batch_{batch}", {}).setdefault(name, []).append(
                     {

@@ -74,7 +74,8 @@ class BiEncoderLoss(nn.Module):
             embeddings = [all_gather_with_grad(e) for e in embeddings]
             if keys is not None:
                 keys = all_gather(keys)
-        mask = None if keys is None else false_negative_mask(keys, self.judged_codes, self.num_doc_keys)
+        judged: Tensor | None = self.judged_codes  # type: ignore[assignment]  # a buffer (or None), not a submodule
+        mask = None if keys is None else false_negative_mask(keys, judged, self.num_doc_keys)
         return self.loss_from_scores(batch_scores(embeddings, self.similarity), mask)
 
     def loss_from_scores(self, scores: Tensor, mask: Tensor | None = None) -> Tensor:  # pragma: no cover - abstract

@@ -59,6 +59,22 @@ def check_shard_index(folder: Path, index: DenseIndex, sharded: ShardedManifest)
         )
 
 
+def combined_manifest(sharded: ShardedManifest, doc_count: int) -> Manifest:
+    """The manifest a sharded index shows as one index (what the server reports and searches by)."""
+    return Manifest(
+        kind=sharded.kind,
+        encoder=sharded.encoder,
+        metric=sharded.metric,
+        faiss_description=f"{len(sharded.shards)} shards of {sharded.faiss_description}",
+        build_params=sharded.build_params,
+        search_params=sharded.search_params,
+        doc_count=doc_count,
+        build_time_s=sharded.build_time_s,
+        created_at=sharded.created_at,
+        extra={"shards": len(sharded.shards), "trained_sha256": sharded.trained_sha256, "routing": sharded.routing.model_dump()},
+    )
+
+
 class ShardedDocStore:
     """The part of DocStore the server and evaluation read, over all shards, in global rows."""
 
@@ -103,18 +119,7 @@ class ShardedIndex:
         self.folder = folder
         self.docstore = ShardedDocStore(self)
         self.faiss = ShardedVectors(self)
-        self.manifest = Manifest(
-            kind=sharded.kind,
-            encoder=sharded.encoder,
-            metric=sharded.metric,
-            faiss_description=f"{len(shards)} shards of {sharded.faiss_description}",
-            build_params=sharded.build_params,
-            search_params=sharded.search_params,
-            doc_count=sum(len(s) for s in shards),
-            build_time_s=sharded.build_time_s,
-            created_at=sharded.created_at,
-            extra={"shards": len(shards), "trained_sha256": sharded.trained_sha256, "routing": sharded.routing.model_dump()},
-        )
+        self.manifest = combined_manifest(sharded, sum(len(s) for s in shards))
 
     @classmethod
     def load(cls, folder: str | Path, verify: bool = True, writable: bool = False) -> ShardedIndex:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -28,6 +29,10 @@ from densekit.service.state import ServiceState, close_state, load_state
 from densekit.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Builds the ready state with its engines in place of loading the models in this process
+# (the Ray Serve ingress: its engines call the encoder, reranker and shard deployments).
+StateLoader = Callable[[Settings, ServiceMetrics], Awaitable[ServiceState]]
 
 
 def attach_engines(state: ServiceState, settings: Settings, metrics: ServiceMetrics) -> None:
@@ -51,11 +56,18 @@ async def _stop_engines(state: ServiceState, settings: Settings) -> None:
     engines = [e for e in (state.embed, state.rerank, state.search) if e is not None]
     # The index last: a request may still go encoder -> index while the others drain.
     for engine in engines:
-        await engine.batcher.stop(drain_timeout_s=settings.graceful_shutdown_s)
+        await engine.stop(drain_timeout_s=settings.graceful_shutdown_s)
 
 
-def create_app(settings: Settings | None = None, state: ServiceState | None = None) -> FastAPI:
-    """Build the FastAPI app. `state` lets tests hand in already loaded models."""
+async def _load_here(settings: Settings, metrics: ServiceMetrics) -> ServiceState:
+    loaded = await asyncio.to_thread(load_state, settings)
+    attach_engines(loaded, settings, metrics)
+    return loaded
+
+
+def create_app(settings: Settings | None = None, state: ServiceState | None = None, loader: StateLoader | None = None) -> FastAPI:
+    """Build the FastAPI app. `state` lets tests hand in already loaded models; `loader`
+    replaces loading them in this process (it returns the state with its engines attached)."""
     settings = settings or Settings()
     metrics = ServiceMetrics()
     level = os.environ.get("DENSEKIT_SERVE_LOG_LEVEL")
@@ -86,7 +98,7 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
         pending = ServiceState(settings)
         app.state.dk = pending
         try:
-            loaded = await asyncio.to_thread(load_state, settings)
+            loaded = await (loader or _load_here)(settings, metrics)
         except Exception as exc:
             log.exception("loading models failed")
             if not settings.load_in_background:
@@ -95,7 +107,6 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
             # Answered over HTTP: files are named, not located (the log has the whole message).
             pending.errors.append(f"{type(exc).__name__}: {without_paths(str(exc))}")
             return
-        attach_engines(loaded, settings, metrics)
         app.state.dk = loaded
         log.info(
             "densekit ready",

@@ -85,31 +85,38 @@ class EmbedEngine:
         self.metrics.stage.labels("encode").observe(job.run_ms / 1000)
         return vectors, counts
 
-    def _encode(self, texts: list[str], mode: str) -> np.ndarray:
-        enc = self.encoder
-        bs = self.batch_size
-        if mode == "query":
-            return enc.encode_queries(texts, batch_size=bs)
-        if mode == "document":
-            return enc.encode_documents(texts, batch_size=bs)
-        out = enc.model.encode(texts, batch_size=bs, show_progress_bar=False, convert_to_numpy=True, normalize_embeddings=False)
-        return np.ascontiguousarray(out, dtype=np.float32)
-
     def _run(self, jobs: list[EncodeJob]) -> list[np.ndarray]:
-        # One encode call per mode: queries and documents may carry different prompts.
-        by_mode: dict[str, list[int]] = defaultdict(list)
-        for i, job in enumerate(jobs):
-            by_mode[job.mode].append(i)
-        out: list[Any] = [None] * len(jobs)
-        for mode, idxs in by_mode.items():
-            texts = [t for i in idxs for t in jobs[i].texts]
-            vecs = self._encode(texts, mode)
-            pos = 0
-            for i in idxs:
-                n = len(jobs[i].texts)
-                out[i] = vecs[pos : pos + n]
-                pos += n
-        return out
+        return encode_jobs(self.encoder, self.batch_size, jobs)
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        await self.batcher.stop(drain_timeout_s=drain_timeout_s)
+
+
+def _encode(encoder, batch_size: int, texts: list[str], mode: str) -> np.ndarray:
+    if mode == "query":
+        return encoder.encode_queries(texts, batch_size=batch_size)
+    if mode == "document":
+        return encoder.encode_documents(texts, batch_size=batch_size)
+    out = encoder.model.encode(texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True, normalize_embeddings=False)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def encode_jobs(encoder, batch_size: int, jobs: list[EncodeJob]) -> list[np.ndarray]:
+    """One batch of encode jobs: one encoder call per mode (queries and documents may carry
+    different prompts), each job's rows handed back in order."""
+    by_mode: dict[str, list[int]] = defaultdict(list)
+    for i, job in enumerate(jobs):
+        by_mode[job.mode].append(i)
+    out: list[Any] = [None] * len(jobs)
+    for mode, idxs in by_mode.items():
+        texts = [t for i in idxs for t in jobs[i].texts]
+        vecs = _encode(encoder, batch_size, texts, mode)
+        pos = 0
+        for i in idxs:
+            n = len(jobs[i].texts)
+            out[i] = vecs[pos : pos + n]
+            pos += n
+    return out
 
 
 # ---- reranker --------------------------------------------------------------------------
@@ -167,25 +174,33 @@ class RerankEngine:
         return [1.0 / (1.0 + math.exp(-max(min(s, 60.0), -60.0))) for s in scores]
 
     def _run(self, jobs: list[RerankJob]) -> list[RerankResult | Exception]:
-        rr = self.reranker
-        pairs_fn = getattr(rr, "score_pairs", None)
-        out: list[RerankResult | Exception] = []
-        if pairs_fn is not None and len(jobs) > 1:
-            # One forward pass over the pairs of every request when the reranker offers it.
-            flat = [(j.query, d) for j in jobs for d in j.documents]
-            scores = list(pairs_fn(flat))
-            pos = 0
-            for j in jobs:
-                n = len(j.documents)
-                tokens = sum(rr.count_tokens(j.query, j.documents)) if j.count_tokens else None
-                out.append(RerankResult([float(s) for s in scores[pos : pos + n]], tokens))
-                pos += n
-            return out
+        return rerank_jobs(self.reranker, jobs)
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        await self.batcher.stop(drain_timeout_s=drain_timeout_s)
+
+
+def rerank_jobs(reranker, jobs: list[RerankJob]) -> list[RerankResult | Exception]:
+    """Scores of one batch of rerank jobs: one forward pass over every job's pairs when the
+    reranker offers `score_pairs`, else one call per job."""
+    rr = reranker
+    pairs_fn = getattr(rr, "score_pairs", None)
+    out: list[RerankResult | Exception] = []
+    if pairs_fn is not None and len(jobs) > 1:
+        flat = [(j.query, d) for j in jobs for d in j.documents]
+        scores = list(pairs_fn(flat))
+        pos = 0
         for j in jobs:
-            scores = [float(s) for s in rr.score(j.query, j.documents)]
+            n = len(j.documents)
             tokens = sum(rr.count_tokens(j.query, j.documents)) if j.count_tokens else None
-            out.append(RerankResult(scores, tokens))
+            out.append(RerankResult([float(s) for s in scores[pos : pos + n]], tokens))
+            pos += n
         return out
+    for j in jobs:
+        scores = [float(s) for s in rr.score(j.query, j.documents)]
+        tokens = sum(rr.count_tokens(j.query, j.documents)) if j.count_tokens else None
+        out.append(RerankResult(scores, tokens))
+    return out
 
 
 # ---- index -----------------------------------------------------------------------------
@@ -218,6 +233,15 @@ class Hit:
     title: str
     text: str
     metadata: dict
+
+
+class PartialHits(list):
+    """Per-query hits that lack the documents of some shards: a distributed index served with
+    `allow_partial` while `missing_shards` were down. The search route says so in its answer."""
+
+    def __init__(self, hits: list[list[Hit]], missing_shards: list[str]):
+        super().__init__(hits)
+        self.missing_shards = missing_shards
 
 
 class IndexEngine:
@@ -262,6 +286,14 @@ class IndexEngine:
         doc, job = await self.batcher.submit(GetJob(doc_id), 1)
         timings.add("search", job.run_ms)
         return doc
+
+    async def health(self) -> str | None:
+        """Why the index cannot answer every query now, or None. An index in this process
+        always can; a distributed one checks its shards."""
+        return None
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        await self.batcher.stop(drain_timeout_s=drain_timeout_s)
 
     def _run(self, jobs: list[Any]) -> list[Any]:
         out: list[Any] = [None] * len(jobs)

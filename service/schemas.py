@@ -90,6 +90,10 @@ class SearchHitOut(BaseModel):
 class SearchResponse(BaseModel):
     query: str
     hits: list[SearchHitOut]
+    partial: bool | None = Field(
+        None, description="true when some shards of a distributed index were down and the server answers without them (--allow-partial)"
+    )
+    missing_shards: list[str] | None = Field(None, description="the shards whose documents this answer lacks (only when partial)")
     took_ms: float = Field(..., description="server-side time for this request")
 
 
@@ -100,6 +104,10 @@ class QueryHits(BaseModel):
 
 class BatchSearchResponse(BaseModel):
     results: list[QueryHits] = Field(..., description="one entry per query, in request order")
+    partial: bool | None = Field(
+        None, description="true when some shards of a distributed index were down and the server answers without them (--allow-partial)"
+    )
+    missing_shards: list[str] | None = Field(None, description="the shards whose documents this answer lacks (only when partial)")
     took_ms: float = Field(..., description="server-side time for this request")
 
 

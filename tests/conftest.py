@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,27 @@ def data_dir() -> Path:
     if not (d / "scifact" / "corpus.jsonl").is_file():
         pytest.skip(f"needs the real BEIR datasets: DENSEKIT_DATA_DIR={d} has no scifact/corpus.jsonl")
     return d
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A local 2-CPU Ray cluster whose session files, and the auth token Ray writes under
+    HOME, stay inside the test's temporary folder. Yields its start time in seconds."""
+    ray = pytest.importorskip("ray")
+    base = tmp_path_factory.mktemp("ray")
+    (base / "home").mkdir()
+    saved = os.environ.get("HOME")
+    os.environ["HOME"] = str(base / "home")
+    t0 = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(base / "t"))
+    try:
+        yield time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+        if saved is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = saved
 
 
 @pytest.fixture(scope="session")

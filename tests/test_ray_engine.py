@@ -4,8 +4,6 @@ equals the local engine, an interrupted run resumes, shard builds as Ray tasks."
 from __future__ import annotations
 
 import json
-import os
-import time
 
 import numpy as np
 import pytest
@@ -17,27 +15,6 @@ pytestmark = pytest.mark.slow
 
 DOCS = 200
 SHARD_SIZE = 64
-
-
-@pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory):
-    """A local 2-CPU Ray cluster whose session files, and the auth token Ray writes under
-    HOME, stay inside the test's temporary folder. Yields its start time in seconds."""
-    ray = pytest.importorskip("ray")
-    base = tmp_path_factory.mktemp("ray")
-    (base / "home").mkdir()
-    saved = os.environ.get("HOME")
-    os.environ["HOME"] = str(base / "home")
-    t0 = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(base / "t"))
-    try:
-        yield time.perf_counter() - t0
-    finally:
-        ray.shutdown()
-        if saved is None:
-            os.environ.pop("HOME", None)
-        else:
-            os.environ["HOME"] = saved
 
 
 @pytest.fixture(scope="module")

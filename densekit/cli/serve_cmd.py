@@ -93,6 +93,36 @@ def settings_from_flags(values: dict[str, Any]) -> Settings:
         raise ConfigError(flag_name(field), f"{err.get('msg')} (from {flag_name(field)} or {env_name(field)})") from None
 
 
+# `--engine ray` and its flags (densekit/cli/serve_ray_cmd.py); not settings: they shape the deployment, not the service.
+RAY_FLAGS: dict[str, tuple[Any, Any]] = {
+    "engine": (str, typer.Option("local", "--engine", help="local: this process (uvicorn); ray: Ray Serve, one deployment per shard")),
+    "address": (
+        str | None,
+        typer.Option(None, "--address", help="--engine ray: the cluster (HOST:PORT, ray://HOST:PORT, auto); default: a local one"),
+    ),
+    "shard_replicas": (
+        int,
+        typer.Option(1, "--shard-replicas", help="--engine ray: replicas of each shard (more than 1 needs --read-only)"),
+    ),
+    "encoder_replicas": (int, typer.Option(1, "--encoder-replicas", help="--engine ray: replicas of the encoder")),
+    "reranker_replicas": (int, typer.Option(1, "--reranker-replicas", help="--engine ray: replicas of the reranker")),
+    "autoscale": (
+        str | None,
+        typer.Option(None, "--autoscale", help="--engine ray: MIN:MAX replicas of the ingress, encoder, reranker (and read-only shards)"),
+    ),
+    "allow_partial": (
+        bool,
+        typer.Option(False, "--allow-partial", help="--engine ray: with a shard down, answer /search from the others, marked partial"),
+    ),
+    "call_timeout_s": (float, typer.Option(30.0, "--call-timeout-s", help="--engine ray: a deployment slower than this counts as down")),
+    "replica_cpus": (
+        float,
+        typer.Option(1.0, "--replica-cpus", help="--engine ray: CPUs each encoder, reranker and shard replica reserves"),
+    ),
+    "replica_gpus": (float, typer.Option(0.0, "--replica-gpus", help="--engine ray: GPUs each encoder and reranker replica reserves")),
+}
+
+
 def serve(log_level: str = "info", **flags: Any) -> None:
     """Serve /search, /embed, /rerank, /v1/* and /documents over an index folder.
 
@@ -104,7 +134,16 @@ def serve(log_level: str = "info", **flags: Any) -> None:
     from densekit.service.http_server import uvicorn_options
     from densekit.service.logging_setup import configure_logging
 
+    ray_flags = {name: flags.pop(name) for name in RAY_FLAGS}
+    if ray_flags["engine"] not in ("local", "ray"):
+        raise ConfigError("engine", f"expected local or ray, got {ray_flags['engine']!r}")
     s = settings_from_flags(flags)  # validates every value before anything loads
+    if ray_flags["engine"] == "ray":
+        from densekit.cli.serve_ray_cmd import serve_on_ray
+
+        configure_logging(log_level, json_lines=s.log_json)
+        serve_on_ray(s, **{k: v for k, v in ray_flags.items() if k != "engine"})
+        return
     if s.index_dir is not None:
         check_index_folder(Path(s.index_dir))  # a mistyped path fails here, having created nothing
     # Tokenisers' thread pool would compete with the forward pass's threads for the same
@@ -140,6 +179,9 @@ def _signature() -> tuple[inspect.Signature, dict[str, Any]]:
     level = typer.Option("info", "--log-level", help="debug, info, warning, error")
     params.append(inspect.Parameter("log_level", inspect.Parameter.KEYWORD_ONLY, default=level, annotation=str))
     annotations["log_level"] = str
+    for name, (tp, option) in RAY_FLAGS.items():
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=tp))
+        annotations[name] = tp
     annotations["return"] = None
     return inspect.Signature(params), annotations
 

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from densekit import __version__
 from densekit.service.auth import require_api_key
+from densekit.service.distributed.wire import RemoteModel
 from densekit.service.errors import error_body
 from densekit.service.schemas import HealthResponse, InfoResponse, ReadyResponse, errors
 from densekit.service.served_names import encoder_name, reranker_name
@@ -71,6 +72,9 @@ async def ready(request: Request):
     if state is None or not state.ready:
         detail = "; ".join(state.errors) if state is not None and state.errors else "models are still loading"
         return error_body(503, "not_ready", detail)
+    problem = await state.search.health() if state.search is not None else None
+    if problem is not None:  # a shard of a distributed index is down
+        return error_body(503, "not_ready", problem)
     return ReadyResponse(ready=True)
 
 
@@ -100,13 +104,10 @@ async def info(request: Request) -> InfoResponse:
             live["wal_dir"] = Path(live["wal_dir"]).name  # its name, not where it lives
             index_info.update(live)
     backend = ""
-    if enc is not None:
-        import torch
-
-        # An exported model's network runs in ONNX Runtime / OpenVINO: no torch parameters left.
-        param = next(enc.model.parameters(), None)
-        weights = str(param.dtype) if param is not None else enc.runtime.precision
-        backend = f"{enc.runtime} (sentence-transformers {type(enc.model).__name__}, torch {torch.__version__}), {enc.device}, {weights}, {torch.get_num_threads()} threads"
+    if isinstance(enc, RemoteModel):
+        backend = enc.summary
+    elif enc is not None:
+        backend = backend_line(enc)
     return InfoResponse(
         version=__version__,
         model=encoder_name(state, s) if state else None,
@@ -119,6 +120,16 @@ async def info(request: Request) -> InfoResponse:
         reranker=reranker_name(state, s) if state else None,
         limits={**limits, "auth": bool(s.api_keys), "cors": bool(s.cors_origins)},
     )
+
+
+def backend_line(enc) -> str:
+    """/info's `backend`: the encoder's runtime, library versions, device, weights and threads."""
+    import torch
+
+    # An exported model's network runs in ONNX Runtime / OpenVINO: no torch parameters left.
+    param = next(enc.model.parameters(), None)
+    weights = str(param.dtype) if param is not None else enc.runtime.precision
+    return f"{enc.runtime} (sentence-transformers {type(enc.model).__name__}, torch {torch.__version__}), {enc.device}, {weights}, {torch.get_num_threads()} threads"
 
 
 def _runtimes(state) -> dict[str, dict[str, str]]:

@@ -15,7 +15,7 @@ from densekit.fusion import FusionSettings, fuse_hybrid, fuse_rrf
 from densekit.index.filters import parse_filter
 from densekit.service.auth import require_api_key
 from densekit.service.deps import check_text, check_texts, ready_state, settings_of, timings
-from densekit.service.engines import Hit
+from densekit.service.engines import Hit, PartialHits
 from densekit.service.errors import no_reranker, not_ready, too_large, validation
 from densekit.service.responses import HitsWriter, RawJSON, ResponseTooLarge, dumps
 from densekit.service.schemas import BatchSearchResponse, SearchRequest, SearchResponse, errors
@@ -107,9 +107,12 @@ async def search(req: SearchRequest, request: Request):
 
     per_query: list[list[Hit]]
     components: list[dict[str, dict]] | None = None
+    missing: list[str] = []
     if mode != "lexical":
         vectors, _ = await state.embed.embed(queries, "query", tm, truncate=True)
         per_query = await state.search.search(vectors, depth, params, tm, where=where)
+        if isinstance(per_query, PartialHits):
+            missing = per_query.missing_shards
     if mode != "dense":
         lexical = await state.search.lexical(queries, depth, tm, where=where)
         if mode == "lexical":
@@ -130,12 +133,13 @@ async def search(req: SearchRequest, request: Request):
         ]
     else:
         hits_out = [[_hit(h) for h in hits] for hits in per_query]
-    return _answer(req, queries, hits_out, s.max_response_bytes, t0)
+    return _answer(req, queries, hits_out, s.max_response_bytes, t0, missing)
 
 
-def _answer(req: SearchRequest, queries: list[str], hits_out: list[list[dict]], limit: int, t0: float) -> RawJSON:
+def _answer(req: SearchRequest, queries: list[str], hits_out: list[list[dict]], limit: int, t0: float, missing: list[str]) -> RawJSON:
     """The answer, each hit serialised on its own (a stored document whose metadata cannot be
-    written is sent with metadata null) and refused with 413 past max_response_bytes."""
+    written is sent with metadata null) and refused with 413 past max_response_bytes. Hits
+    that lack the documents of `missing` shards say so (`partial`, `missing_shards`)."""
     drop = ([] if req.include_text else ["title", "text"]) + ([] if req.include_metadata else ["metadata"])
     if drop:
         hits_out = [[{k: v for k, v in h.items() if k not in drop} for h in hits] for hits in hits_out]
@@ -148,6 +152,8 @@ def _answer(req: SearchRequest, queries: list[str], hits_out: list[list[dict]], 
             head = b'{"results":[' + b",".join(parts) + b"]"
     except ResponseTooLarge as exc:
         raise too_large(str(exc)) from None
+    if missing:
+        head += b',"partial":true,"missing_shards":' + dumps(missing)
     took = (time.perf_counter() - t0) * 1000
     return RawJSON(head + b',"took_ms":' + dumps(took) + b"}")
 

@@ -83,17 +83,9 @@ def load_state(settings: Settings) -> ServiceState:
     if state.index is not None:  # GPU copy for search when faiss has GPU support (settings.faiss_device)
         state.index.to_device(settings.faiss_device, state.encoder.device)
     if settings.reranker:
-        from densekit.rerankers import load_reranker
+        from densekit.rerankers import load_reranker_from_settings
 
-        state.reranker = load_reranker(
-            settings.reranker,
-            kind=settings.reranker_kind,
-            device=settings.device,
-            dtype=settings.dtype,
-            max_length=settings.reranker_max_length,
-            backend=settings.reranker_backend,
-            precision=settings.reranker_precision,
-        )
+        state.reranker = load_reranker_from_settings(settings)
     return state
 
 

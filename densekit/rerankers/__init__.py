@@ -11,6 +11,6 @@ Training these models lives in `densekit.training.rerank`.
 """
 
 from densekit.rerankers.base import Reranker, detect_kind
-from densekit.rerankers.loading import load_reranker
+from densekit.rerankers.loading import load_reranker, load_reranker_from_settings
 
-__all__ = ["Reranker", "detect_kind", "load_reranker"]
+__all__ = ["Reranker", "detect_kind", "load_reranker", "load_reranker_from_settings"]

@@ -6,6 +6,7 @@ from densekit.errors import ConfigError
 from densekit.rerankers.base import KINDS, Reranker, detect_kind
 from densekit.rerankers.cross_encoder import CrossEncoderReranker
 from densekit.rerankers.llm import LLMReranker
+from densekit.settings import Settings
 
 
 def load_reranker(
@@ -37,3 +38,19 @@ def load_reranker(
             raise ConfigError("reranker_backend", "an LLM reranker runs under torch (set its dtype instead of backend/precision)")
         return LLMReranker.load(name_or_path, device=device, dtype=dtype, max_length=max_length)
     return CrossEncoderReranker.load(name_or_path, device=device, dtype=dtype, max_length=max_length, backend=backend, precision=precision)
+
+
+def load_reranker_from_settings(settings: Settings) -> Reranker:
+    """The reranker that `settings` name (DENSEKIT_RERANKER, _RERANKER_KIND, _DEVICE, _DTYPE,
+    _RERANKER_MAX_LENGTH, _RERANKER_BACKEND, _RERANKER_PRECISION): what every server loads."""
+    if not settings.reranker:
+        raise ConfigError("reranker", "no reranker configured")
+    return load_reranker(
+        settings.reranker,
+        kind=settings.reranker_kind,
+        device=settings.device,
+        dtype=settings.dtype,
+        max_length=settings.reranker_max_length,
+        backend=settings.reranker_backend,
+        precision=settings.reranker_precision,
+    )

@@ -114,20 +114,12 @@ class RerankerReplica:
     """The reranker (cross-encoder or LLM). A batch holds at most one request's documents."""
 
     def __init__(self, settings: Settings):
-        from densekit.rerankers import load_reranker
+        from densekit.rerankers import load_reranker_from_settings
 
         if not settings.reranker:
             raise ConfigError("reranker", "the reranker deployment needs a reranker")
         _set_threads(settings)
-        self.reranker = load_reranker(
-            settings.reranker,
-            kind=settings.reranker_kind,
-            device=settings.device,
-            dtype=settings.dtype,
-            max_length=settings.reranker_max_length,
-            backend=settings.reranker_backend,
-            precision=settings.reranker_precision,
-        )
+        self.reranker = load_reranker_from_settings(settings)
         _size_batches(self._score_batch, max(settings.max_client_batch, settings.max_top_k), settings.max_wait_ms)
 
     def describe(self) -> RemoteModel:

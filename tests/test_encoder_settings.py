@@ -50,7 +50,7 @@ def test_training_honours_batch_size_and_dtype_settings(tiny_st_model_dir, tiny_
     """Both encoders a bi-encoder run builds (mining and evaluation) take DENSEKIT_BATCH_SIZE
     and DENSEKIT_DTYPE; an explicit mining batch size in the config wins."""
     from densekit.data import load_beir
-    from densekit.training.biencoder import _evaluate, collect_pairs
+    from densekit.training.biencoder import _evaluate, collect_sources
     from densekit.training.biencoder_config import BiEncoderRunConfig
 
     monkeypatch.setenv("DENSEKIT_BATCH_SIZE", "5")
@@ -65,15 +65,15 @@ def test_training_honours_batch_size_and_dtype_settings(tiny_st_model_dir, tiny_
         "eval": {"beir": str(tiny_beir), "split": "test", "top_k": 5},
     }
     cfg = BiEncoderRunConfig.model_validate(raw)
-    pairs = collect_pairs(cfg, {"data.beir": tiny_beir}, str(tiny_st_model_dir), "cpu", tmp_path, False, {})
-    assert pairs
+    sources = collect_sources(cfg, {"data.beir": tiny_beir}, str(tiny_st_model_dir), "cpu", tmp_path, False, {})
+    assert sources and all(s.pairs for s in sources)
     _evaluate(str(tiny_st_model_dir), load_beir(tiny_beir, "test"), cfg, "cpu", tmp_path / "eval", "before", False)
     assert len(built_encoders) == 2
     assert [e.batch_size for e in built_encoders] == [5, 5]
     assert all(_dtype(e) == torch.bfloat16 for e in built_encoders)
 
     cfg = BiEncoderRunConfig.model_validate({**raw, "mining": {**raw["mining"], "batch_size": 9}})
-    collect_pairs(cfg, {"data.beir": tiny_beir}, str(tiny_st_model_dir), "cpu", tmp_path, False, {})
+    collect_sources(cfg, {"data.beir": tiny_beir}, str(tiny_st_model_dir), "cpu", tmp_path, False, {})
     assert built_encoders[-1].batch_size == 9
 
 

@@ -56,28 +56,17 @@ def build_loss(cfg: BiEncoderRunConfig, model, judged: JudgedRelevance | None = 
     from densekit.training.losses import DCLLoss, InfoNCELoss, MWLoss
 
     lc = cfg.loss
-    tau = lc.resolved_temperature()
-    mask = lc.mask_enabled(cfg.data)
-    if lc.name == "mw":
-        return MWLoss(
-            model,
-            temperature=tau,
-            reduction=lc.reduction,
-            similarity=lc.similarity,
-            gather_across_devices=lc.gather_across_devices,
-            mask_false_negatives=mask,
-            judged=judged,
-        )
-    cls = InfoNCELoss if lc.name == "infonce" else DCLLoss
-    return cls(
-        model,
-        temperature=tau,
-        symmetric=lc.symmetric,
+    shared: dict[str, Any] = dict(
+        temperature=lc.resolved_temperature(),
         similarity=lc.similarity,
         gather_across_devices=lc.gather_across_devices,
-        mask_false_negatives=mask,
+        mask_false_negatives=lc.mask_enabled(cfg.data),
         judged=judged,
     )
+    if lc.name == "mw":
+        return MWLoss(model, reduction=lc.reduction, **shared)
+    cls = InfoNCELoss if lc.name == "infonce" else DCLLoss
+    return cls(model, symmetric=lc.symmetric, **shared)
 
 
 @dataclass

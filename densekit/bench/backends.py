@@ -317,7 +317,9 @@ def http_part(source: str, runtimes: dict[str, Runtime], opts: BackendBenchOptio
 def _popen(cmd: list[str], log: Path):
     import subprocess
 
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))
+    from densekit.bench.servers import open_log
+
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open_log(log))
 
 
 # -- all of it ------------------------------------------------------------------------------

@@ -125,9 +125,14 @@ def reranker(
     output_dir: str = typer.Option(None, "--output-dir", help="override output_dir"),
     max_steps: int = typer.Option(None, "--max-steps", help="override train.max_steps"),
     objective: str = typer.Option(None, "--objective", help="override objective: sft or cl (llm), bce (cross-encoder)"),
+    resume: bool = typer.Option(
+        False, "--resume", help="continue from the latest checkpoint in OUTPUT_DIR/checkpoints (written when train.save_steps is set)"
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
 ) -> None:
-    """Train a reranker (LLM yes/no with SFT or CL, or a cross-encoder); eval before and after."""
+    """Train a reranker (LLM yes/no with SFT or CL, or a cross-encoder); eval before and after.
+
+    Runs unchanged under `torchrun --nproc_per_node N` or `accelerate launch` (DDP)."""
     from densekit.cli.common import console, resolve_data
     from densekit.training.rerank.config import RerankerRunConfig
     from densekit.training.rerank.run import train_reranker
@@ -136,7 +141,9 @@ def reranker(
     cfg = load_yaml_config(
         RerankerRunConfig, config, {"output_dir": output_dir, "train.max_steps": max_steps, "train.device": device, "objective": objective}
     )
-    summary = train_reranker(cfg, resolve_data, log=lambda m: console.print(m, markup=False, highlight=False), progress=not no_progress)
+    summary = train_reranker(
+        cfg, resolve_data, log=lambda m: console.print(m, markup=False, highlight=False), progress=not no_progress, resume=resume
+    )
     console.print(f"trained {summary['steps']} steps in {summary['train_s']:.0f} s; model: {summary['model_dir']}")
     for stage in ("eval_before", "eval_after"):
         if stage in summary:

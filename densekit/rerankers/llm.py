@@ -66,8 +66,13 @@ def yes_no_logits(model, batch: list[list[int]], yes_id: int, no_id: int, pad_id
     """(B, 2) tensor [z_yes, z_no] at the last position of each (left-padded) sequence."""
     ids, mask, pos = pad_left(batch, pad_id)
     dev = next(model.parameters()).device
+    return yes_no_logits_padded(model, ids.to(dev), mask.to(dev), pos.to(dev), yes_id, no_id)
+
+
+def yes_no_logits_padded(model, input_ids, attention_mask, position_ids, yes_id: int, no_id: int):
+    """`yes_no_logits` of a batch `pad_left` already built, on the model's device (training reads its batches this way)."""
     # logits_to_keep=1: only the last position goes through the LM head (vocab-sized).
-    out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), logits_to_keep=1, use_cache=False)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1, use_cache=False)
     last = out.logits[:, -1, :].float()
     return last[:, [yes_id, no_id]]
 

@@ -18,7 +18,7 @@ Example (an SFT-trained SmolLM2 with LoRA)::
       hard: 3
       random: 1
     lora: {enabled: true, r: 16, alpha: 32, dropout: 0.05, target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}
-    train: {max_steps: 60, queries_per_batch: 2, learning_rate: 2.0e-4, warmup_ratio: 0.1, max_length: 256}
+    train: {max_steps: 60, queries_per_batch: 2, learning_rate: 2.0e-4, warmup_ratio: 0.1, max_length: 256, save_steps: 20}
     eval: {beir: scifact, split: test, run: runs/eval-scifact-base/run.trec, top_n: 20, max_queries: 50}
 """
 
@@ -78,6 +78,12 @@ class RerankTrainConfig(_Strict):
         description="cross-encoder: score from the mean of the token vectors (mean) or from BERT's [CLS] pooler with a classification head (cls)",
     )
     logging_steps: PositiveInt = 5
+    save_steps: PositiveInt | None = Field(
+        None,
+        description="write a resumable checkpoint (weights, optimizer, scheduler, data position) to output_dir/checkpoints "
+        "every N steps and at the end; `densekit train reranker --resume` continues from the latest (None: no checkpoints)",
+    )
+    save_total_limit: PositiveInt | None = Field(2, description="checkpoints kept, the oldest deleted first (None: keep all)")
     device: str = Field("auto", description="auto, cpu, cuda")
     bf16: bool = Field(
         False,

@@ -20,6 +20,9 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+from densekit.atomic import atomic_dir
+from densekit.training.ddp import world_size
+from densekit.training.rerank.checkpoints import checkpoints_dir
 from densekit.training.rerank.config import RerankerRunConfig
 from densekit.training.rerank.train_data import RerankGroup
 
@@ -52,8 +55,15 @@ def _base_cross_encoder(path: str, head: str, max_length: int, device: str):
 
 
 def train_cross_encoder(
-    cfg: RerankerRunConfig, groups: list[RerankGroup], model_dir: Path, log: Callable[[str], None] = print, progress: bool = True
+    cfg: RerankerRunConfig,
+    groups: list[RerankGroup],
+    model_dir: Path,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    resume_from: Path | None = None,
 ) -> list[dict]:
+    """Train (from scratch, or from the checkpoint `resume_from`) and save to `model_dir` on
+    rank 0; checkpoints, when `train.save_steps` is set, go to `model_dir.parent / "checkpoints"`."""
     import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
@@ -72,22 +82,28 @@ def train_cross_encoder(
     # Positives are 1 in 1 + num_neg rows: weigh them up so both classes pull equally.
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(num_neg)))
     args = CrossEncoderTrainingArguments(
-        output_dir=str(model_dir.parent / "trainer-tmp"),
+        output_dir=str(checkpoints_dir(model_dir.parent)),
         max_steps=cfg.train.max_steps,
         per_device_train_batch_size=cfg.train.batch_size,
         learning_rate=cfg.train.learning_rate,
         weight_decay=cfg.train.weight_decay,
         warmup_steps=math.ceil(cfg.train.warmup_ratio * cfg.train.max_steps),  # warmup_ratio is deprecated in transformers 5
         logging_steps=cfg.train.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if cfg.train.save_steps else "no",
+        save_steps=cfg.train.save_steps or 500,
+        save_total_limit=cfg.train.save_total_limit,
         report_to="none",
         seed=cfg.seed,
         disable_tqdm=not progress,
         use_cpu=device == "cpu",
         bf16=cfg.train.bf16,
         dataloader_num_workers=0,
+        ddp_backend=("gloo" if device == "cpu" else None) if world_size() > 1 else None,
     )
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train_ds, loss=loss)
-    trainer.train()
-    model.save(str(model_dir))
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if trainer.is_world_process_zero():
+        with atomic_dir(model_dir) as tmp:
+            model.save(str(tmp))
+        log(f"model saved to {model_dir}")
     return list(trainer.state.log_history)

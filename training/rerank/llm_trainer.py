@@ -1,29 +1,38 @@
 """Fine-tune a causal LM into a yes/no reranker with the SFT or CL objective (`losses.py`).
 
-Each step takes `queries_per_batch` groups (1 positive + N negatives per query), builds the
-exact prompts inference uses (`prompt.py`: left-padded, document truncated), reads
-[z_yes, z_no] at the last position and applies the loss over the (B, 1 + N, 2) logits. Both
-objectives see the same groups in the same order (same seed), so SFT vs CL differ only in
-the loss. LoRA adapters through peft, or full fine-tuning for small models.
+Training runs through the transformers `Trainer`, so a run checkpoints, resumes and runs
+under torchrun / accelerate (DDP) like the bi-encoder and the cross-encoder. Each optimizer
+step takes `queries_per_batch` groups per process (1 positive + N negatives per query,
+`llm_data.GroupSchedule`), builds the exact prompts inference uses (`llm_data.YesNoCollator`:
+left-padded, document truncated), reads [z_yes, z_no] at the last position and applies the
+loss over the (B, 1 + N, 2) logits. Both objectives see the same groups in the same order
+(same seed), so SFT vs CL differ only in the loss. LoRA adapters through peft, or full
+fine-tuning for small models.
 
 The result is a folder `load_reranker` reads: a peft adapter (or full model), the tokenizer,
-and `densekit_reranker.json` (base model, instruction, max_length, objective, how to score).
+and `densekit_reranker.json` (base model, instruction, max_length, objective, how to score),
+written by rank 0 only, atomically.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from densekit.atomic import write_text_atomic
-from densekit.rerankers.llm import META_FILE, resolve_base, yes_no_logits
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from densekit.atomic import atomic_dir, write_text_atomic
+from densekit.rerankers.llm import META_FILE, resolve_base, yes_no_logits_padded
 from densekit.rerankers.prompt import DEFAULT_INSTRUCTION, YesNoPrompt
+from densekit.training.ddp import world_size
+from densekit.training.rerank.checkpoints import checkpoints_dir
 from densekit.training.rerank.config import RerankerRunConfig
+from densekit.training.rerank.llm_data import GroupSchedule, YesNoCollator
 from densekit.training.rerank.losses import SERVE_SCORE, GroupSoftmaxCLLoss, YesNoSFTLoss
 from densekit.training.rerank.train_data import RerankGroup
 
@@ -34,24 +43,128 @@ def make_loss(cfg: RerankerRunConfig):
     return GroupSoftmaxCLLoss(cfg.train.temperature)
 
 
-def train_llm_reranker(
-    cfg: RerankerRunConfig, groups: list[RerankGroup], model_dir: Path, log: Callable[[str], None] = print, progress: bool = True
-) -> list[dict]:
-    """Train and save to `model_dir`; returns the log history (one dict per logged step)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
+class _RunClock(TrainerCallback):
+    """Starts the clock of `elapsed_s`, and logs the last step whatever logging_steps is."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_log = True
+        return control
+
+
+class YesNoRerankTrainer(Trainer):
+    """A Trainer whose loss is SFT or CL over the yes/no logits of groups of documents."""
+
+    # compute_loss returns a per-micro-batch mean: the Trainer divides it by grad_accum.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self, *, loss_fn, group_size: int, yes_id: int, no_id: int, log_fn: Callable[[str], None], callbacks: list | None = None, **kwargs
+    ):
+        self.clock = _RunClock()
+        super().__init__(callbacks=[self.clock, *(callbacks or [])], **kwargs)
+        self.loss_fn = loss_fn
+        self.group_size = group_size
+        self.yes_id = yes_id
+        self.no_id = no_id
+        self.log_fn = log_fn
+        self._elapsed_before: float | None = None  # seconds trained before a resume
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        z = yes_no_logits_padded(model, inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"], self.yes_id, self.no_id)
+        z = z.view(-1, self.group_size, 2)
+        loss = self.loss_fn(z)
+        return (loss, {"logits": z}) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            if self._elapsed_before is None:  # the history a resumed run loaded from its checkpoint
+                self._elapsed_before = max((float(r.get("elapsed_s", 0.0)) for r in self.state.log_history), default=0.0)
+            logs["elapsed_s"] = round(self._elapsed_before + time.perf_counter() - self.clock.started, 2)
+        super().log(logs, start_time)
+        if "loss" in logs and self.is_world_process_zero():
+            self.log_fn(json.dumps(self.state.log_history[-1]))
+
+
+def training_arguments(cfg: RerankerRunConfig, device: str, output_dir: Path, progress: bool) -> TrainingArguments:
+    tc = cfg.train
+    on_cpu = device == "cpu"
+    return TrainingArguments(
+        output_dir=str(checkpoints_dir(output_dir)),
+        max_steps=tc.max_steps,
+        per_device_train_batch_size=tc.queries_per_batch,
+        gradient_accumulation_steps=tc.grad_accum,
+        learning_rate=tc.learning_rate,
+        weight_decay=tc.weight_decay,
+        lr_scheduler_type="linear",
+        warmup_steps=math.ceil(tc.warmup_ratio * tc.max_steps),  # an int: a float < 1 would be read as a ratio
+        max_grad_norm=1.0,
+        logging_steps=tc.logging_steps,
+        eval_strategy="no",
+        save_strategy="steps" if tc.save_steps else "no",
+        save_steps=tc.save_steps or 500,
+        save_total_limit=tc.save_total_limit,
+        report_to="none",
+        seed=cfg.seed,
+        use_cpu=on_cpu,
+        bf16=tc.bf16,  # autocast; weights and optimizer stay float32
+        ddp_backend=("gloo" if on_cpu else None) if world_size() > 1 else None,
+        # Every trainable parameter (all of a causal LM, or its LoRA adapters) is in the graph.
+        ddp_find_unused_parameters=False,
+        remove_unused_columns=False,  # the collator's tensors are the model's inputs
+        dataloader_num_workers=0,
+        dataloader_pin_memory=not on_cpu,
+        disable_tqdm=not progress,
+    )
+
+
+def _meta(cfg: RerankerRunConfig, instruction: str) -> dict[str, Any]:
+    return {
+        "kind": "llm",
+        "base_model": cfg.base_model(),
+        "objective": cfg.objective,
+        "score": SERVE_SCORE[cfg.objective or "sft"],
+        "instruction": instruction,
+        "max_length": cfg.train.max_length,
+        "lora": cfg.lora.enabled,
+    }
+
+
+def save_reranker_folder(model, tokenizer, meta: dict[str, Any], model_dir: Path) -> None:
+    """Adapter (or full model) + tokenizer + densekit_reranker.json, renamed into place at once."""
+    with atomic_dir(model_dir) as tmp:
+        model.save_pretrained(tmp)  # peft: adapter_config.json + adapter weights
+        tokenizer.save_pretrained(tmp)
+        write_text_atomic(tmp / META_FILE, json.dumps(meta, indent=2))
+
+
+def build_trainer(
+    cfg: RerankerRunConfig,
+    groups: list[RerankGroup],
+    output_dir: Path,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> tuple[YesNoRerankTrainer, Any]:
+    """The Trainer of a run (model, LoRA, data, loss) and its tokenizer; checkpoints go to `output_dir/checkpoints`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from densekit.devices import resolve_device
 
-    torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.train.device)
     if cfg.train.bf16:
         from densekit.backends import check_bf16_device
 
         check_bf16_device(device.split(":")[0])  # emulated bf16 on a CPU is far slower than fp32
+    torch.manual_seed(cfg.seed)  # the same LoRA initialisation in every process and every run of a seed
     src = resolve_base(cfg.base_model())
     tok = AutoTokenizer.from_pretrained(src)
-    # Any: peft wraps the model below, and transformers' decorators hide .to()'s signature.
+    # Any: peft wraps the model below.
     model: Any = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     instruction = cfg.instruction or DEFAULT_INSTRUCTION
     prompt = YesNoPrompt(tok, instruction=instruction, max_length=cfg.train.max_length)
@@ -69,81 +182,60 @@ def train_llm_reranker(
                 target_modules=list(cfg.lora.target_modules),
             ),
         )
-    model.to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    n_train = sum(p.numel() for p in params)
-    log(
-        f"trainable parameters: {n_train:,} ({f'LoRA r={cfg.lora.r}' if cfg.lora.enabled else 'full fine-tuning'}); objective {cfg.objective}; {len(groups)} training queries"
-    )
-    opt = torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
-    steps = cfg.train.max_steps
-    sched = get_linear_schedule_with_warmup(opt, math.ceil(cfg.train.warmup_ratio * steps), steps)
-    loss_fn = make_loss(cfg)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    tc = cfg.train
     num_neg = cfg.negatives.hard + cfg.negatives.random
-    rng = random.Random(cfg.seed)
-    order: list[int] = []
-    epoch_of_step = 0
-    history: list[dict] = []
-    running: list[float] = []
-    t0 = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    draws = tc.max_steps * tc.grad_accum * tc.queries_per_batch * world_size()
+    log(
+        f"trainable parameters: {n_train:,} ({f'LoRA r={cfg.lora.r}' if cfg.lora.enabled else 'full fine-tuning'}); "
+        f"objective {cfg.objective}; {len(groups)} training queries; {world_size()} process(es)"
+    )
+    trainer = YesNoRerankTrainer(
+        model=model,
+        args=training_arguments(cfg, device, output_dir, progress),
+        train_dataset=GroupSchedule(groups, num_neg, cfg.seed, draws),
+        data_collator=YesNoCollator(prompt, pad_id),
+        processing_class=tok,
+        loss_fn=make_loss(cfg),
+        group_size=1 + num_neg,
+        yes_id=prompt.yes_id,
+        no_id=prompt.no_id,
+        log_fn=log,
+    )
+    return trainer, tok
 
-        bar = tqdm(total=steps, desc=f"train {cfg.objective}")
-    for step in range(1, steps + 1):
-        opt.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        for _ in range(cfg.train.grad_accum):
-            batch_groups: list[RerankGroup] = []
-            while len(batch_groups) < cfg.train.queries_per_batch:
-                if not order:
-                    order = list(range(len(groups)))
-                    rng.shuffle(order)
-                    epoch_of_step += 1
-                batch_groups.append(groups[order.pop()])
-            seqs = []
-            for g in batch_groups:
-                pos, negs = g.sample(epoch_of_step, num_neg, rng)
-                seqs.extend(prompt.encode_many(g.query, [pos] + negs))
-            with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=cfg.train.bf16):
-                z = yes_no_logits(model, seqs, prompt.yes_id, prompt.no_id, pad_id)
-            z = z.float().view(len(batch_groups), 1 + num_neg, 2)
-            loss = loss_fn(z) / cfg.train.grad_accum
-            loss.backward()
-            step_loss += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        running.append(step_loss)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}")
-        if step % cfg.train.logging_steps == 0 or step == steps:
-            rec = {
-                "step": step,
-                "loss": sum(running) / len(running),
-                "learning_rate": sched.get_last_lr()[0],
-                "epoch": epoch_of_step,
-                "elapsed_s": round(time.perf_counter() - t0, 2),
-            }
-            history.append(rec)
-            running = []
-            log(json.dumps(rec))
-    if bar is not None:
-        bar.close()
-    model.eval()
-    model_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(model_dir)  # peft: adapter_config.json + adapter weights
-    tok.save_pretrained(model_dir)
-    meta = {
-        "kind": "llm",
-        "base_model": cfg.base_model(),
-        "objective": cfg.objective,
-        "score": SERVE_SCORE[cfg.objective or "sft"],
-        "instruction": instruction,
-        "max_length": cfg.train.max_length,
-        "lora": cfg.lora.enabled,
-    }
-    write_text_atomic(model_dir / META_FILE, json.dumps(meta, indent=2))
+
+def history_of(trainer: Trainer, groups_per_step: int, n_groups: int) -> list[dict]:
+    """One dict per logged step: step, loss, learning_rate, epoch (passes over the groups), elapsed_s."""
+    return [
+        {
+            "step": int(r["step"]),
+            "loss": float(r["loss"]),
+            "learning_rate": float(r["learning_rate"]),
+            "epoch": round(r["step"] * groups_per_step / n_groups, 4),
+            "elapsed_s": float(r.get("elapsed_s", 0.0)),
+        }
+        for r in trainer.state.log_history
+        if "loss" in r
+    ]
+
+
+def train_llm_reranker(
+    cfg: RerankerRunConfig,
+    groups: list[RerankGroup],
+    model_dir: Path,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    resume_from: Path | None = None,
+) -> list[dict]:
+    """Train (from scratch, or from the checkpoint `resume_from`) and save to `model_dir`
+    on rank 0; returns the log history (one dict per logged step) in every process.
+    Checkpoints, when `train.save_steps` is set, go to `model_dir.parent / "checkpoints"`."""
+    trainer, tok = build_trainer(cfg, groups, model_dir.parent, log=log, progress=progress)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    tc = cfg.train
+    history = history_of(trainer, tc.queries_per_batch * tc.grad_accum * world_size(), len(groups))
+    if trainer.is_world_process_zero():
+        save_reranker_folder(trainer.model, tok, _meta(cfg, cfg.instruction or DEFAULT_INSTRUCTION), model_dir)
+        log(f"model saved to {model_dir}")
     return history

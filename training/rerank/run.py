@@ -3,7 +3,11 @@
 Writes into `output_dir`: resolved_config.yaml, mined.jsonl (the training groups, so
 another objective can reuse the same negatives), train.log, training_log.jsonl,
 loss_curve.png, model/ (what `load_reranker` reads), eval_before/ and eval_after/
-(both stages' metrics, reranked run), and summary.json.
+(both stages' metrics, reranked run), summary.json, and checkpoints/ when
+`train.save_steps` is set (`resume=True` continues from the latest one).
+
+Under torchrun / accelerate every process mines the same groups (same seed) and trains on
+its share of each step; only rank 0 evaluates and writes files.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from densekit.atomic import write_json_atomic
 from densekit.errors import ConfigError
+from densekit.training.ddp import is_main_process, world_size
 from densekit.training.rerank.config import RerankerRunConfig
 
 
@@ -71,10 +76,17 @@ def run_eval(cfg: RerankerRunConfig, reranker, ds, first_stage, out: Path, progr
 
 
 def train_reranker(
-    cfg: RerankerRunConfig, resolve_data: Callable[[str], Path], log: Callable[[str], None] = print, progress: bool = True
+    cfg: RerankerRunConfig,
+    resolve_data: Callable[[str], Path],
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
+    """The whole run; `resume` continues training from the latest checkpoint in
+    `output_dir/checkpoints` (ConfigError when there is none), reusing the run's mined groups."""
     from densekit.rerankers import load_reranker
     from densekit.training.curves import plot_loss_curve, write_training_log
+    from densekit.training.rerank.checkpoints import latest_checkpoint
     from densekit.training.rerank.train_data import load_groups
     from densekit.training.run_config import write_resolved_config
 
@@ -85,18 +97,29 @@ def train_reranker(
 
         check_bf16_device(resolve_device(cfg.train.device).split(":")[0])  # before any mining or writing
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(cfg, out, {"command": "densekit train reranker"})
-    logfile = (out / "train.log").open("a", encoding="utf-8")
+    checkpoint = latest_checkpoint(out) if resume else None
+    if checkpoint is not None and (out / "mined.jsonl").is_file() and not cfg.negatives.reuse:
+        # The groups the checkpoint was trained on, not a second mining run.
+        cfg = cfg.model_copy(update={"negatives": cfg.negatives.model_copy(update={"reuse": str(out / "mined.jsonl")})})
+    main = is_main_process()  # under torchrun every process trains; only rank 0 evaluates and writes
+    logfile = None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_resolved_config(cfg, out, {"command": "densekit train reranker", "world_size": world_size()})
+        logfile = (out / "train.log").open("a", encoding="utf-8")
 
     def _log(msg: str) -> None:
+        if logfile is None:
+            return
         logfile.write(f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} {msg}\n")
         logfile.flush()
         log(msg)
 
-    summary: dict[str, Any] = {"kind": cfg.kind, "objective": cfg.objective, "base_model": cfg.base_model()}
+    if checkpoint is not None:
+        _log(f"resuming from {checkpoint}")
+    summary: dict[str, Any] = {"kind": cfg.kind, "objective": cfg.objective, "base_model": cfg.base_model(), "world_size": world_size()}
     t0 = time.perf_counter()
-    groups, mined = load_groups(cfg, out, resolve_data, progress=progress)
+    groups, mined = load_groups(cfg, out, resolve_data, progress=progress and main, write=main)
     if not groups:
         raise ConfigError("data", "no training group has both a positive and a negative")
     summary["training_queries"] = len(groups)
@@ -104,7 +127,7 @@ def train_reranker(
     _log(f"{len(groups)} training groups ({'mined to ' + str(mined) if mined else 'given'})")
 
     ds = first = None
-    if cfg.eval.beir:
+    if cfg.eval.beir and main:
         from densekit.data import load_beir
 
         ds = load_beir(resolve_data(cfg.eval.beir), cfg.eval.split)
@@ -122,13 +145,16 @@ def train_reranker(
     if cfg.kind == "llm":
         from densekit.training.rerank.llm_trainer import train_llm_reranker
 
-        history = train_llm_reranker(cfg, groups, model_dir, log=_log, progress=progress)
+        history = train_llm_reranker(cfg, groups, model_dir, log=_log, progress=progress and main, resume_from=checkpoint)
     else:
         from densekit.training.rerank.cross_trainer import train_cross_encoder
 
-        history = train_cross_encoder(cfg, groups, model_dir, log=_log, progress=progress)
+        history = train_cross_encoder(cfg, groups, model_dir, log=_log, progress=progress and main, resume_from=checkpoint)
     summary["train_s"] = round(time.perf_counter() - t1, 2)
     summary["steps"] = cfg.train.max_steps
+    summary["model_dir"] = str(model_dir)
+    if not main:
+        return summary
     write_training_log(history, out / "training_log.jsonl")
     plot_loss_curve(history, out / "loss_curve.png", title=f"{cfg.kind} reranker, {cfg.objective} loss")
     _log(f"trained in {summary['train_s']} s -> {model_dir}")
@@ -137,8 +163,8 @@ def train_reranker(
         trained = load_reranker(str(model_dir), kind=cfg.kind, device=cfg.train.device, dtype=cfg.eval.dtype)
         summary["eval_after"] = run_eval(cfg, trained, ds, first, out / "eval_after", progress)
         _log("eval after: " + json.dumps(summary["eval_after"]))
-    summary["model_dir"] = str(model_dir)
     summary["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     write_json_atomic(out / "summary.json", summary)
-    logfile.close()
+    if logfile is not None:
+        logfile.close()
     return summary

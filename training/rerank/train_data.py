@@ -71,8 +71,11 @@ def groups_from_pairs(pairs) -> list[RerankGroup]:
     return [RerankGroup(query=p.query, pos=list(p.pos), neg=list(p.neg), qid=getattr(p, "qid", None)) for p in pairs if p.pos and p.neg]
 
 
-def load_groups(cfg: RerankerRunConfig, out_dir: Path, resolve_data, progress: bool = True) -> tuple[list[RerankGroup], Path | None]:
-    """All training groups of a run; mined ones are saved to `out_dir/mined.jsonl`."""
+def load_groups(
+    cfg: RerankerRunConfig, out_dir: Path, resolve_data, progress: bool = True, write: bool = True
+) -> tuple[list[RerankGroup], Path | None]:
+    """All training groups of a run; mined ones are saved to `out_dir/mined.jsonl` when
+    `write` (under DDP every process mines the same groups, rank 0 alone writes them)."""
     from densekit.training.mining import read_mined, write_mined
 
     pairs: list[TrainingPair] = []
@@ -82,7 +85,7 @@ def load_groups(cfg: RerankerRunConfig, out_dir: Path, resolve_data, progress: b
             pairs.extend(read_mined(cfg.negatives.reuse))
         else:
             mined = mine_groups(cfg, resolve_data(cfg.data.beir), progress=progress)
-            mined_path = write_mined(mined, out_dir / "mined.jsonl")
+            mined_path = write_mined(mined, out_dir / "mined.jsonl") if write else None
             pairs.extend(mined)
     for f in cfg.data.pairs:
         pairs.extend(load_pairs(f))

@@ -23,7 +23,7 @@ PACKAGE_DIRS = {
 for _sub in ("eval", "index", "service", "training"):
     PACKAGE_DIRS[f"densekit.{_sub}"] = Path(__import__(f"densekit.{_sub}", fromlist=["_"]).__file__).resolve().parent
 
-TOP = ("densekit.cli", "densekit.bench", "densekit.demo")
+TOP = ("densekit.cli", "densekit.bench", "densekit.demo", "densekit.pipeline")
 ALLOWED = {
     "core": {"core"},
     "index": {"core", "index"},

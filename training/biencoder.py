@@ -159,9 +159,10 @@ def collect_source(
     if src.beir:
         folder = folders[f"{prefix}.beir"]
         ds = None
-        if cfg.mining.reuse:
-            beir_pairs = read_mined(cfg.mining.reuse)
-            notes["beir_pairs"] = {"source": "mining.reuse", "file": cfg.mining.reuse, "queries": len(beir_pairs)}
+        reuse = src.mined or cfg.mining.reuse
+        if reuse:
+            beir_pairs = read_mined(reuse)
+            notes["beir_pairs"] = {"source": "mined" if src.mined else "mining.reuse", "file": reuse, "queries": len(beir_pairs)}
         else:
             ds = load_beir(folder, src.beir_split)
             beir_pairs = pairs_from_beir(ds, src.min_grade, src.max_queries, cfg.seed)

@@ -39,62 +39,14 @@ from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from densekit.errors import ConfigError
 from densekit.settings import DEFAULT_MODEL
-from densekit.training.run_config import StrictConfig, TrainingSourceConfig
+from densekit.training.dataset_sources import SAMPLING, DatasetSource, PooledDataConfig, check_source_paths  # noqa: F401  (re-exported)
+from densekit.training.run_config import StrictConfig
 
 _Strict = StrictConfig
 
 
-class DatasetSource(TrainingSourceConfig):
-    """One dataset of a pooled run: its own qrels split and/or pairs files."""
-
-    name: str | None = Field(None, description="label in logs and the summary (default: the BEIR name, else the first pairs file's stem)")
-    weight: float = Field(1.0, gt=0, description="share of batches with data.sampling: weighted (relative to the other entries)")
-
-    def label(self) -> str:
-        if self.name:
-            return self.name
-        if self.beir:
-            return Path(self.beir).name or self.beir
-        return Path(self.pairs[0]).stem
-
-
-SAMPLING = ("proportional", "round_robin", "weighted")
-
-
-class DataConfig(TrainingSourceConfig):
+class DataConfig(PooledDataConfig):
     num_negatives: int = Field(1, ge=0, le=64, description="hard-negative columns per training row (0: in-batch negatives only)")
-    datasets: list[DatasetSource] = Field(
-        default_factory=list,
-        description="pooled training: several sources, each batch drawn from one of them (instead of beir/pairs)",
-    )
-    sampling: Literal["proportional", "round_robin", "weighted"] = Field(
-        "proportional",
-        description="which dataset each batch comes from: proportional to its rows (every row once per epoch), round_robin "
-        "(in turn, until the smallest runs out) or weighted (at random by `weight`, a dataset restarting when exhausted)",
-    )
-
-    @model_validator(mode="after")
-    def _one_source(self):  # replaces TrainingSourceConfig's check: `datasets` is a source too
-        if self.datasets:
-            if self.beir or self.pairs:
-                raise ValueError("give either data.beir/data.pairs or data.datasets, not both")
-            if self.max_queries is not None:
-                raise ValueError("with data.datasets, set max_queries on each entry")
-            names = [d.label() for d in self.datasets]
-            if dup := sorted({n for n in names if names.count(n) > 1}):
-                raise ValueError(f"dataset names must be unique, {dup} repeats (set `name` on the entries)")
-        elif not self.beir and not self.pairs:
-            raise ValueError("give at least one of data.beir, data.pairs or data.datasets")
-        return self
-
-    def sources(self) -> list[tuple[str, DatasetSource]]:
-        """(config field prefix, source) of every training dataset; one for a single-source run."""
-        if self.datasets:
-            return [(f"data.datasets.{i}", d) for i, d in enumerate(self.datasets)]
-        single = DatasetSource(
-            beir=self.beir, beir_split=self.beir_split, pairs=self.pairs, max_queries=self.max_queries, min_grade=self.min_grade
-        )
-        return [("data", single)]
 
 
 class MiningConfig(_Strict):
@@ -219,51 +171,13 @@ class BiEncoderRunConfig(_Strict):
         return self
 
 
-def _splits(folder: Path) -> list[str]:
-    return sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
-
-
-def _resolve_pairs_file(path: str, resolve_data) -> Path | None:
-    """A pairs file as given, else under the data folder (`wikiqa/train_pairs.jsonl`)."""
-    p = Path(path).expanduser()
-    if p.is_file():
-        return p
-    if p.is_absolute() or len(p.parts) < 2:
-        return None
-    try:
-        candidate = Path(resolve_data(p.parts[0])).joinpath(*p.parts[1:])
-    except Exception:  # not a dataset name either
-        return None
-    return candidate if candidate.is_file() else None
-
-
 def check_paths(cfg: BiEncoderRunConfig, resolve_data) -> dict[str, Path]:
     """Every input must exist before any work starts; returns the resolved folders and files,
     keyed by config field (``data.beir``, ``data.datasets.2.beir``, ``data.pairs.0``, ``eval.beir``).
     `resolve_data(name)` maps a dataset name or folder to a folder or raises."""
     from densekit.models import resolve_encoder_name
 
-    out: dict[str, Path] = {}
-    for prefix, src in cfg.data.sources():
-        if src.beir:
-            try:
-                folder = out[f"{prefix}.beir"] = resolve_data(src.beir)
-            except Exception as exc:  # DatasetNotFoundError and friends
-                raise ConfigError(f"{prefix}.beir", str(exc)) from None
-            if not (folder / "qrels" / f"{src.beir_split}.tsv").is_file():
-                hint = ""
-                if (folder / f"{src.beir_split}_pairs.jsonl").is_file():
-                    hint = f"; it has {src.beir_split}_pairs.jsonl: use pairs: [{src.beir}/{src.beir_split}_pairs.jsonl] instead of beir"
-                raise ConfigError(
-                    f"{prefix}.beir_split",
-                    f"dataset '{src.beir}' has no '{src.beir_split}' split (no qrels/{src.beir_split}.tsv in {folder}; "
-                    f"its splits: {', '.join(_splits(folder)) or 'none'}){hint}",
-                )
-        for i, p in enumerate(src.pairs):
-            found = _resolve_pairs_file(p, resolve_data)
-            if found is None:
-                raise ConfigError(f"{prefix}.pairs.{i}", f"file not found: {p} (nor under the data folder)")
-            out[f"{prefix}.pairs.{i}"] = found
+    out = check_source_paths(cfg.data, resolve_data)
     if cfg.eval.beir:
         try:
             out["eval.beir"] = resolve_data(cfg.eval.beir)

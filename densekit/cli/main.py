@@ -8,7 +8,7 @@ import sys
 import typer
 
 from densekit import __version__
-from densekit.cli import bench_cmd, data_cmd, encode_cmd, eval_cmd, export_cmd, index_cmd, serve_cmd, train_cmd, tune_cmd
+from densekit.cli import bench_cmd, data_cmd, encode_cmd, eval_cmd, export_cmd, index_cmd, pipeline_cmd, serve_cmd, train_cmd, tune_cmd
 from densekit.cli.common import console
 from densekit.errors import DensekitError
 
@@ -25,6 +25,7 @@ app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(train_cmd.app, name="train")
 app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(tune_cmd.app, name="tune")
+app.add_typer(pipeline_cmd.app, name="pipeline")
 app.command("serve")(serve_cmd.serve)
 app.command("export")(export_cmd.export)
 app.command("encode")(encode_cmd.encode)

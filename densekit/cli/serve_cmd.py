@@ -126,8 +126,8 @@ RAY_FLAGS: dict[str, tuple[Any, Any]] = {
 def serve(log_level: str = "info", **flags: Any) -> None:
     """Serve /search, /embed, /rerank, /v1/* and /documents over an index folder.
 
-    Every flag is also an environment variable DENSEKIT_<NAME>; flags win. GET /info shows the
-    limits in force."""
+    Every flag is also an environment variable DENSEKIT_<NAME>; flags win, then the
+    environment, then a --config settings file. GET /info shows the limits in force."""
     import uvicorn
 
     from densekit.index.live import check_index_folder
@@ -135,6 +135,9 @@ def serve(log_level: str = "info", **flags: Any) -> None:
     from densekit.service.logging_setup import configure_logging
 
     ray_flags = {name: flags.pop(name) for name in RAY_FLAGS}
+    settings_file = flags.pop("config")
+    if settings_file is not None:
+        _fill_from_file(flags, settings_file)
     if ray_flags["engine"] not in ("local", "ray"):
         raise ConfigError("engine", f"expected local or ray, got {ray_flags['engine']!r}")
     s = settings_from_flags(flags)  # validates every value before anything loads
@@ -169,6 +172,24 @@ def serve(log_level: str = "info", **flags: Any) -> None:
     )
 
 
+def _fill_from_file(flags: dict[str, Any], path: Path) -> None:
+    """A settings file's values for the settings neither a flag nor the environment sets."""
+    from densekit.settings_file import read_settings_file
+
+    for field, value in read_settings_file(path).items():
+        if flags.get(field) is None and env_name(field) not in os.environ:
+            flags[field] = value
+
+
+CONFIG_OPTION = typer.Option(
+    None,
+    "--config",
+    help="a settings file (YAML of setting names, e.g. the serve.yaml of a `densekit pipeline run` folder); "
+    "relative paths in it are read from its folder; flags and DENSEKIT_* variables win over it",
+    show_default=False,
+)
+
+
 def _signature() -> tuple[inspect.Signature, dict[str, Any]]:
     params = []
     annotations: dict[str, Any] = {}
@@ -176,6 +197,8 @@ def _signature() -> tuple[inspect.Signature, dict[str, Any]]:
         tp, option = _option(field, info)
         params.append(inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=tp))
         annotations[field] = tp
+    params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=CONFIG_OPTION, annotation=Path | None))
+    annotations["config"] = Path | None
     level = typer.Option("info", "--log-level", help="debug, info, warning, error")
     params.append(inspect.Parameter("log_level", inspect.Parameter.KEYWORD_ONLY, default=level, annotation=str))
     annotations["log_level"] = str

@@ -1,0 +1,430 @@
+"""`densekit pipeline run`: config errors first, then a tiny pipeline end to end on a slice of
+SciFact (tiny random BERT bi-encoder and cross-encoder): every stage runs, a second run skips
+every stage and touches no output, a changed reranker section re-runs the reranker and the
+stages that read it only, and the servable folder answers /search with its reranker."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from densekit.errors import ConfigError
+from densekit.pipeline.config import STAGES
+
+
+def _run_cli(args: list[str]) -> int:
+    from densekit.cli.main import main
+
+    old = sys.argv
+    sys.argv = ["densekit", *args]
+    try:
+        main()
+    except SystemExit as e:
+        return int(e.code or 0)
+    finally:
+        sys.argv = old
+    return 0
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _open(path: Path):
+    from densekit.pipeline.runner import open_pipeline
+    from densekit.settings import Settings
+
+    return open_pipeline(path, Settings(device="cpu"), progress=False, log=lambda m: None)
+
+
+# ---- config errors (fast: nothing is trained) ---------------------------------------------
+
+
+@pytest.fixture()
+def beir_with_train(tiny_beir: Path) -> Path:
+    shutil.copy(tiny_beir / "qrels" / "test.tsv", tiny_beir / "qrels" / "train.tsv")
+    return tiny_beir
+
+
+def _small_config(tmp_path: Path, data: Path) -> dict:
+    return {
+        "out": str(tmp_path / "out"),
+        "device": "cpu",
+        "stages": {
+            "biencoder": {"model": "some-org/some-model", "data": {"beir": str(data)}},
+            "index": {"data": str(data)},
+            "fusion": {"split": "train"},
+            "reranker": {"kind": "cross-encoder", "data": {"beir": str(data)}},
+            "eval": {"datasets": [str(data)]},
+            "serve": {},
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "change, key, words",
+    [
+        (lambda c: c["stages"]["reranker"]["train"].update(stepz=3), "stages.reranker.train.stepz", "unknown field"),
+        (lambda c: c["stages"].update(rerank={}), "stages.rerank", "unknown stage"),
+        (lambda c: c.update(outt="x"), "outt", "unknown field"),
+        (lambda c: c["stages"]["fusion"].update(split="test"), "stages.fusion.split", "never on 'test'"),
+        (lambda c: c["stages"]["biencoder"].update(output_dir="x"), "stages.biencoder", "set by the pipeline"),
+        (lambda c: c["stages"]["index"].update(data="/no/such/folder"), "stages.index.data", "not found"),
+        (lambda c: c["stages"]["eval"].update(datasets=[{"name": "{data}", "split": "dev"}]), "stages.eval.datasets.0", "no 'dev' split"),
+        (
+            lambda c: c["stages"]["index"].update(kind="ivf", search_params={"ef_search": 8}),
+            "stages.index.search_params.ef_search",
+            "does not apply",
+        ),
+        (lambda c: c["stages"]["serve"].update(settings={"index_dir": "x"}), "stages.serve.settings", "set by the serve stage"),
+        (lambda c: c["stages"].pop("index"), "stages.fusion", "add stages.index"),
+        (
+            lambda c: c["stages"].update(mine={}) or c["stages"]["biencoder"].update(mining={"enabled": True}),
+            "stages.biencoder.mining",
+            "leave mining",
+        ),
+        (lambda c: c["stages"]["reranker"].update(model="./missing-model"), "stages.reranker.model", "model folder not found"),
+    ],
+)
+def test_bad_configs_name_the_key_and_the_file(tmp_path, beir_with_train, change, key, words):
+    cfg = _small_config(tmp_path, beir_with_train)
+    cfg["stages"]["reranker"]["train"] = {}
+    change(cfg)
+    path = _write(tmp_path / "p.yaml", json.loads(json.dumps(cfg).replace("{data}", str(beir_with_train))))
+    with pytest.raises(ConfigError) as err:
+        _open(path)
+    assert err.value.field.startswith(key), err.value
+    assert words in str(err.value) and str(path) in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_prints_config_errors_without_a_traceback(tmp_path, beir_with_train, capsys):
+    cfg = _small_config(tmp_path, beir_with_train)
+    cfg["stages"]["bogus"] = {}
+    path = _write(tmp_path / "p.yaml", cfg)
+    assert _run_cli(["pipeline", "run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "stages.bogus" in err and "unknown stage" in err and "Traceback" not in err
+    assert _run_cli(["pipeline", "run", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err
+    del cfg["stages"]["bogus"]
+    _write(path, cfg)
+    assert _run_cli(["pipeline", "run", "--config", str(path), "--from", "rerank"]) == 2
+    assert "unknown stage 'rerank'" in capsys.readouterr().err
+    del cfg["stages"]["fusion"]
+    _write(path, cfg)
+    assert _run_cli(["pipeline", "run", "--config", str(path), "--from", "fusion", "--dry-run"]) == 2
+    assert "not in the config" in capsys.readouterr().err
+
+
+def test_pipeline_run_help_documents_its_flags():
+    from typer.testing import CliRunner
+
+    from densekit.cli.main import app
+
+    result = CliRunner().invoke(app, ["pipeline", "run", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert all(flag in result.output for flag in ("--config", "--dry-run", "--from"))
+
+
+def test_dry_run_of_a_fresh_pipeline_runs_every_stage_and_writes_nothing(tmp_path, beir_with_train, capsys):
+    path = _write(tmp_path / "p.yaml", _small_config(tmp_path, beir_with_train))
+    assert _run_cli(["pipeline", "run", "--config", str(path), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[:2] for line in lines] == [["off", "mine"]] + [["run", s] for s in STAGES[1:]]
+    assert "no stamp" in lines[1] and "input biencoder runs" in lines[2]
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_shipped_pipelines_validate(data_dir):
+    from densekit.data.folders import resolve_dataset_folder
+    from densekit.pipeline.config import load_pipeline_config
+
+    root = Path(__file__).resolve().parent.parent / "configs" / "pipelines"
+    names = sorted(p.name for p in root.glob("*.yaml"))
+    assert {"scifact-best.yaml", "all-shared.yaml"} <= set(names)
+    for name in names:
+        cfg = load_pipeline_config(root / name, lambda d: resolve_dataset_folder(d, data_dir))
+        assert cfg.stages.eval is not None and cfg.stages.serve is not None, name
+        assert all(spec.split == "test" for spec in cfg.stages.eval.datasets), name
+    shared = load_pipeline_config(root / "all-shared.yaml")
+    assert {s.name for s in shared.stages.eval.datasets} == {"scifact", "nfcorpus", "wikiqa", "nq-utd"}
+
+
+def _fake_finished_run(ctx) -> dict[str, str]:
+    """Every configured stage's outputs (empty files) and a stamp chained to its inputs, as a
+    finished run leaves them; returns each stage's stamp id."""
+    from densekit.pipeline.runner import REGISTRY, plan
+    from densekit.pipeline.stamps import Stamp, write_stamp
+
+    ids: dict[str, str] = {}
+    for d in plan(ctx):
+        if d.action == "off":
+            continue
+        for p in REGISTRY[d.stage].outputs(ctx):
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.touch()
+        stamp = Stamp(d.stage, d.config_sha256 or "", {dep: ids[dep] for dep in d.deps})
+        write_stamp(ctx.stage_dir(d.stage), stamp)
+        ids[d.stage] = stamp.stamp_id
+    return ids
+
+
+def test_the_plan_follows_stamps_outputs_and_inputs(tmp_path, beir_with_train):
+    from densekit.pipeline.runner import plan
+    from densekit.pipeline.stamps import Stamp, write_stamp
+
+    cfg = _small_config(tmp_path, beir_with_train)
+    path = _write(tmp_path / "p.yaml", cfg)
+    ctx = _open(path)
+    ids = _fake_finished_run(ctx)
+    assert _actions(plan(ctx)) == {"mine": "off", **dict.fromkeys(STAGES[1:], "skip")}
+
+    # An output gone: that stage runs, and the stages reading it (eval through the fusion).
+    (ctx.index_folder() / "manifest.json").unlink()
+    decisions = {d.stage: d for d in plan(ctx)}
+    assert decisions["index"].reason.startswith("output missing")
+    assert [s for s, d in decisions.items() if d.action == "run"] == ["index", "fusion", "eval", "serve"]
+    (ctx.index_folder() / "manifest.json").touch()
+
+    # A stage that re-ran on its own (new stamp id): the stages that read it before run again.
+    write_stamp(ctx.stage_dir("fusion"), Stamp("fusion", decisions["fusion"].config_sha256 or "", {"index": ids["index"]}))
+    decisions = {d.stage: d for d in plan(ctx)}
+    assert [s for s, d in decisions.items() if d.action == "run"] == ["eval", "serve"]
+    assert decisions["eval"].reason == "input fusion changed since it ran"
+
+    # A device change is not a config change; an index setting is, for the index and its readers.
+    cfg["device"] = "cuda"
+    cfg["stages"]["index"]["kind"] = "hnsw"
+    ctx = _open(_write(path, cfg))
+    decisions = {d.stage: d for d in plan(ctx)}
+    assert decisions["index"].reason == "its config changed"
+    assert [s for s, d in decisions.items() if d.action == "run"] == ["index", "fusion", "eval", "serve"]
+
+
+def test_a_moved_output_folder_keeps_its_stamps(tmp_path, beir_with_train):
+    from densekit.pipeline.runner import plan
+
+    cfg = _small_config(tmp_path, beir_with_train)
+    ctx = _open(_write(tmp_path / "p.yaml", cfg))
+    _fake_finished_run(ctx)
+    shutil.move(str(tmp_path / "out"), str(tmp_path / "elsewhere"))
+    cfg["out"] = str(tmp_path / "elsewhere")
+    moved = _open(_write(tmp_path / "p.yaml", cfg))
+    assert set(_actions(plan(moved)).values()) == {"off", "skip"}
+
+
+# ---- the settings file `densekit serve --config` reads --------------------------------------
+
+
+def test_settings_file_resolves_paths_from_its_folder_and_rejects_unknown_keys(tmp_path, capsys):
+    from densekit.settings_file import read_settings_file, settings_from_file
+
+    folder = tmp_path / "servable"
+    (folder / "reranker").mkdir(parents=True)
+    path = _write(folder / "serve.yaml", {"index_dir": "index", "reranker": "reranker", "model": "org/hub-model", "rerank_top_n": 7})
+    s = settings_from_file(path)
+    assert s.index_dir == folder.resolve() / "index" and s.reranker == str(folder.resolve() / "reranker")
+    assert s.model == "org/hub-model" and s.rerank_top_n == 7
+    _write(path, {"index_dirr": "index"})
+    with pytest.raises(ConfigError, match="index_dirr.*unknown setting"):
+        read_settings_file(path)
+    _write(path, {"rerank_top_n": 0})
+    with pytest.raises(ConfigError, match="rerank_top_n") as err:
+        read_settings_file(path)
+    assert str(path) in str(err.value)
+    assert _run_cli(["serve", "--config", str(tmp_path / "none.yaml")]) == 2
+    assert "settings file not found" in capsys.readouterr().err
+
+
+def test_serve_config_fills_only_what_flags_and_the_environment_leave_unset(tmp_path, monkeypatch):
+    from densekit.cli.serve_cmd import _fill_from_file
+
+    path = _write(tmp_path / "serve.yaml", {"rerank_top_n": 7, "max_top_k": 50, "port": 9000, "index_dir": "index"})
+    monkeypatch.setenv("DENSEKIT_MAX_TOP_K", "60")
+    monkeypatch.delenv("DENSEKIT_RERANK_TOP_N", raising=False)
+    monkeypatch.delenv("DENSEKIT_INDEX_DIR", raising=False)
+    flags = {"rerank_top_n": None, "max_top_k": None, "port": 9100, "index_dir": None}
+    _fill_from_file(flags, path)
+    assert flags == {"rerank_top_n": 7, "max_top_k": None, "port": 9100, "index_dir": str(tmp_path.resolve() / "index")}
+
+
+def test_pooled_training_reads_each_dataset_from_the_mine_stage(tmp_path, beir_with_train, tiny_st_model_dir):
+    from densekit.pipeline.runner import run_pipeline
+    from densekit.pipeline.stamps import read_stamp
+
+    second = shutil.copytree(beir_with_train, tmp_path / "other-set")
+    cfg = {
+        "out": str(tmp_path / "out"),
+        "device": "cpu",
+        "stages": {
+            "mine": {"rank_start": 0, "rank_end": 6, "margin": None, "num_negatives": 2},
+            "biencoder": {
+                "model": str(tiny_st_model_dir),
+                "data": {"datasets": [{"beir": str(beir_with_train)}, {"beir": str(second)}], "num_negatives": 1},
+                "train": {"batch_size": 2, "max_steps": 1, "warmup_ratio": 0.0, "max_seq_length": 32},
+            },
+        },
+    }
+    decisions = run_pipeline(_open(_write(tmp_path / "p.yaml", cfg)))
+    assert [d.stage for d in decisions if d.action == "run"] == ["mine", "biencoder"]
+    out = tmp_path / "out"
+    mined = {p.name for p in (out / "mine").glob("*.jsonl")}
+    assert mined == {"tiny.jsonl", "other-set.jsonl"}
+    notes = json.loads((out / "biencoder" / "summary.json").read_text())["data"]["datasets"]
+    for name in ("tiny", "other-set"):
+        assert notes[name]["beir_pairs"] == {"source": "mined", "file": str(out / "mine" / f"{name}.jsonl"), "queries": 3}
+        assert "mining" not in notes[name]  # read, not mined again
+    assert read_stamp(out / "biencoder").inputs == {"mine": read_stamp(out / "mine").stamp_id}
+
+
+# ---- a tiny pipeline end to end -------------------------------------------------------------
+
+
+def _slice_scifact(src: Path, dst: Path, n_train: int = 12, n_test: int = 6, n_extra_docs: int = 120) -> Path:
+    """A small BEIR folder cut from SciFact: the judged documents of a few train and test
+    queries plus a fixed sample of other documents."""
+    import csv
+    import random
+
+    from densekit.data.beir import load_corpus, load_qrels, load_queries
+
+    corpus, queries = load_corpus(src), load_queries(src)
+    qrels = {s: load_qrels(src, s) for s in ("train", "test")}
+    keep = {"train": sorted(qrels["train"])[:n_train], "test": sorted(qrels["test"])[:n_test]}
+    docs = {d for s in keep for q in keep[s] for d in qrels[s][q]} | set(random.Random(0).sample(sorted(corpus), n_extra_docs))
+    (dst / "qrels").mkdir(parents=True)
+    with (dst / "corpus.jsonl").open("w") as fh:
+        for d in sorted(docs):
+            fh.write(json.dumps({"_id": d, "title": corpus[d]["title"], "text": corpus[d]["text"]}) + "\n")
+    with (dst / "queries.jsonl").open("w") as fh:
+        for q in sorted({q for s in keep for q in keep[s]}):
+            fh.write(json.dumps({"_id": q, "text": queries[q]}) + "\n")
+    for s, qs in keep.items():
+        with (dst / "qrels" / f"{s}.tsv").open("w", newline="") as fh:
+            w = csv.writer(fh, delimiter="\t")
+            w.writerow(["query-id", "corpus-id", "score"])
+            for q in qs:
+                for d, g in qrels[s][q].items():
+                    w.writerow([q, d, g])
+    return dst
+
+
+def _tiny_pipeline(tmp_path: Path, data: Path, encoder: Path, cross_base: Path) -> dict:
+    return {
+        "out": str(tmp_path / "out"),
+        "device": "cpu",
+        "model": str(encoder),
+        "stages": {
+            "mine": {"rank_start": 0, "rank_end": 20, "margin": None, "num_negatives": 2},
+            "biencoder": {
+                "model": str(encoder),
+                "seed": 7,
+                "data": {"beir": str(data), "num_negatives": 1},
+                "loss": {"name": "infonce"},
+                "train": {"batch_size": 4, "max_steps": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0, "max_seq_length": 48},
+            },
+            "index": {"data": str(data), "lexical": True},
+            "fusion": {"split": "train", "top_k": 50},
+            "reranker": {
+                "kind": "cross-encoder",
+                "model": str(cross_base),
+                "data": {"beir": str(data)},
+                "negatives": {"top_k": 5, "hard": 2, "random": 1},
+                "train": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "max_length": 64, "logging_steps": 1, "head": "mean"},
+            },
+            "eval": {"datasets": [str(data)], "rerank_top_n": 10, "top_k": 50, "auc_negatives": 20},
+            "serve": {"settings": {"max_top_k": 100}},
+        },
+    }
+
+
+def _mtimes(out: Path, stages: list[str]) -> dict[str, int]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for s in stages for p in (out / s).rglob("*") if p.is_file()}
+
+
+def _actions(decisions) -> dict[str, str]:
+    return {d.stage: d.action for d in decisions}
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_runs_skips_reruns_what_changed_and_serves(tmp_path, data_dir, tiny_st_model_dir):
+    from fastapi.testclient import TestClient
+
+    from densekit.pipeline.runner import LOG_FILE, plan, run_pipeline
+    from densekit.pipeline.stamps import read_stamp
+    from densekit.service.app import create_app
+    from densekit.settings_file import settings_from_file
+
+    data = _slice_scifact(data_dir / "scifact", tmp_path / "scifact-slice")
+    cfg = _tiny_pipeline(tmp_path, data, tiny_st_model_dir, tiny_st_model_dir.parent / "bert")
+    path = _write(tmp_path / "pipeline.yaml", cfg)
+    out = tmp_path / "out"
+
+    first = run_pipeline(_open(path))
+    assert _actions(first) == dict.fromkeys(STAGES, "run")
+    stamps = {s: read_stamp(out / s) for s in STAGES}
+    assert all(stamps.values())
+    assert stamps["biencoder"].inputs == {"mine": stamps["mine"].stamp_id}
+    assert set(stamps["serve"].inputs) == {"index", "fusion", "biencoder", "reranker"}
+    assert (out / "mine" / "scifact-slice.jsonl").is_file() and (out / "biencoder" / "model").is_dir()
+    assert stamps["eval"].summary["scifact-slice"]["hybrid+reranker"]["ndcg@10"] >= 0
+    assert json.loads((out / "fusion" / "fusion.json").read_text())["split"] == "train"
+
+    # Nothing changed: every stage is skipped and no output is touched.
+    before = _mtimes(out, list(STAGES))
+    again = run_pipeline(_open(path))
+    assert _actions(again) == dict.fromkeys(STAGES, "skip")
+    assert _mtimes(out, list(STAGES)) == before
+    log = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+    assert [r["action"] for r in log[-len(STAGES) :]] == ["skip"] * len(STAGES)
+
+    # The reranker's steps change: it and the stages reading it re-run, nothing before it.
+    changed = copy.deepcopy(cfg)
+    changed["stages"]["reranker"]["train"]["max_steps"] = 3
+    _write(path, changed)
+    predicted = plan(_open(path))
+    assert _actions(predicted) == {**dict.fromkeys(STAGES, "skip"), "reranker": "run", "eval": "run", "serve": "run"}
+    assert [d.reason for d in predicted if d.stage == "reranker"] == ["its config changed"]
+    third = run_pipeline(_open(path))
+    assert _actions(third) == _actions(predicted)
+    upstream = ["mine", "biencoder", "index", "fusion"]
+    assert _mtimes(out, upstream) == {k: v for k, v in before.items() if k.split(os.sep)[0] in upstream}
+    assert read_stamp(out / "reranker").summary["steps"] == 3
+    assert read_stamp(out / "serve").inputs["reranker"] == read_stamp(out / "reranker").stamp_id
+
+    # --from index forces it and, through their inputs, the stages reading it (eval reads the
+    # tuned fusion); the bi-encoder and the reranker are left alone.
+    forced = plan(_open(path), from_stage="index")
+    assert _actions(forced) == {
+        "mine": "skip",
+        "biencoder": "skip",
+        "index": "run",
+        "fusion": "run",
+        "reranker": "skip",
+        "eval": "run",
+        "serve": "run",
+    }
+    assert [d.reason for d in forced if d.stage in ("index", "eval")] == ["forced by --from index", "input fusion runs"]
+
+    # The servable folder, moved elsewhere, loads in the real app and reranks /search.
+    served = shutil.copytree(out / "serve", tmp_path / "moved")
+    settings = settings_from_file(served / "serve.yaml", device="cpu", log_json=False)
+    assert settings.reranker == str(served.resolve() / "reranker") and settings.rerank_top_n == 10
+    with TestClient(create_app(settings)) as client:
+        info = client.get("/info").json()
+        assert info["reranker"] and info["index"]["search_mode"] == "hybrid"
+        query = json.loads((data / "queries.jsonl").read_text().splitlines()[0])["text"]
+        r = client.post("/search", json={"query": query, "top_k": 3, "rerank": True})
+        assert r.status_code == 200, r.text
+        hits = r.json()["hits"]
+        assert len(hits) == 3 and all("rerank_score" in h for h in hits)
+        assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)

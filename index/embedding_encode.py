@@ -46,6 +46,7 @@ class RayOptions:
     actors: int = 1
     gpus_per_actor: float = 0.0
     connect_timeout_s: float = 15.0
+    cpus_per_actor: float = 1.0  # also each actor's torch threads (Ray sets OMP_NUM_THREADS to it)
 
 
 @dataclass
@@ -81,6 +82,8 @@ def encode_corpus_to_shards(
     store.check_dtype(dtype)
     if shard_size < 1:
         raise ConfigError("shard_size", f"must be at least 1, got {shard_size}")
+    if ray is not None and ray.cpus_per_actor <= 0:
+        raise ConfigError("cpus_per_actor", f"must be positive, got {ray.cpus_per_actor}")
     options = options or EncodeOptions()
     out = Path(out)
     if engine == "ray":
@@ -118,7 +121,9 @@ def encode_corpus_to_shards(
     elif pending:
         from densekit.index.ray_engine import encode_on_ray
 
-        for record in encode_on_ray(out, pending, ids, texts, options.encoder_args(), ray_opts.actors, ray_opts.gpus_per_actor, progress):
+        for record in encode_on_ray(
+            out, pending, ids, texts, options.encoder_args(), ray_opts.actors, ray_opts.gpus_per_actor, progress, ray_opts.cpus_per_actor
+        ):
             done[record.name] = record
     encode_s = time.perf_counter() - t0
     records = [done[p.name] for p in plans]

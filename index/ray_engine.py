@@ -60,21 +60,29 @@ def encode_on_ray(
     actors: int,
     gpus_per_actor: float,
     progress: bool = True,
+    cpus_per_actor: float = 1.0,
 ) -> Iterator[ShardRecord]:
     """Encode the rows of the pending shards on an actor pool of `actors` encoders and yield
-    each shard's record as soon as its last row came back and its files are written."""
+    each shard's record as soon as its last row came back and its files are written.
+
+    An actor reserves `cpus_per_actor` CPUs, and Ray sets its OMP_NUM_THREADS (so torch's
+    intra-op threads) to that number: 1 actor on a 2-core machine encodes with 1 thread unless
+    it reserves 2."""
     ctx = DataContext.get_current()
     # In order: shards complete one after another, so the driver holds about one shard of vectors.
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = progress
+    # Blocks of one call's rows, not one per shard: Ray Data hands a block to one actor, so a
+    # shard-sized block would leave the other actors idle.
     blocks = [
         pa.table(
             {
-                "row": np.arange(p.first_row, p.first_row + p.rows, dtype=np.int64),
-                "text": pa.array(texts[p.first_row : p.first_row + p.rows], type=pa.string()),
+                "row": np.arange(start, min(start + ROWS_PER_CALL, p.first_row + p.rows), dtype=np.int64),
+                "text": pa.array(texts[start : min(start + ROWS_PER_CALL, p.first_row + p.rows)], type=pa.string()),
             }
         )
         for p in pending
+        for start in range(p.first_row, p.first_row + p.rows, ROWS_PER_CALL)
     ]
     ds = ray.data.from_arrow(blocks).map_batches(
         DocumentEncoder,
@@ -82,6 +90,7 @@ def encode_on_ray(
         compute=ActorPoolStrategy(size=actors),
         batch_size=ROWS_PER_CALL,
         batch_format="numpy",
+        num_cpus=cpus_per_actor,
         num_gpus=gpus_per_actor or None,
     )
     starts = np.array([p.first_row for p in pending], dtype=np.int64)

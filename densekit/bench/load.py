@@ -114,7 +114,8 @@ class Stats:
             self.lat.setdefault(kind, []).append(seconds)
 
 
-def _pct(xs: list[float]) -> dict[str, float]:
+def latency_percentiles(xs: list[float]) -> dict[str, float]:
+    """p50/p95/p99 in milliseconds of latencies given in seconds, and their count ({} when none)."""
     if not xs:
         return {}
     a = np.array(xs) * 1000
@@ -270,8 +271,8 @@ async def _drive(args: LoadOptions, url: str) -> dict:
         "invalid_examples": stats.invalid[:5],
         "transport_errors": stats.errors[:5],
         "throughput_rps": round(total_200 / elapsed, 2),
-        "latency_all": _pct(all_lat),
-        "latency": {k: _pct(v) for k, v in stats.lat.items()},
+        "latency_all": latency_percentiles(all_lat),
+        "latency": {k: latency_percentiles(v) for k, v in stats.lat.items()},
         "embed_sentences_per_s": round(stats.sentences / elapsed, 2) if stats.sentences else None,
         "embed_batch": args.embed_batch,
     }

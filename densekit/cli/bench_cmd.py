@@ -16,7 +16,8 @@ app = typer.Typer(
         "Benchmarks: index (index kinds: recall, QPS, bytes/vector), service (the HTTP server under load, and against "
         "infinity-emb), load (a load test of any loopback server), rerank (reranker throughput and quality on a first-stage "
         "run), backends (CPU runtimes: torch/ONNX/OpenVINO, fp32/int8, against the hardware's ceiling and infinity-emb), "
-        "gpu (GPU host check). Run heavy ones one at a time: they measure the whole machine."
+        "gpu (GPU host check), ray (Ray encoding overhead, cluster start, /search fanned out over shards). Run heavy ones "
+        "one at a time: they measure the whole machine."
     ),
     no_args_is_help=True,
 )
@@ -30,6 +31,15 @@ app.add_typer(index_app, name="index")
 app.add_typer(service_app, name="service")
 app.add_typer(rerank_app, name="rerank")
 app.add_typer(gpu_app, name="gpu")
+ray_app = typer.Typer(
+    help="Ray: the encoding engine's overhead against the local one, cluster start, and /search fanned out over shards on Ray Serve.",
+    no_args_is_help=True,
+)
+app.add_typer(ray_app, name="ray")
+scale_app = typer.Typer(
+    help="Index scale curve: every index kind at growing corpus sizes (real vectors topped up with synthetic ones).", no_args_is_help=True
+)
+app.add_typer(scale_app, name="scale")
 
 DATA_DIR_HELP = "root of the BEIR data sets (default: DENSEKIT_DATA_DIR)"
 
@@ -233,6 +243,105 @@ def load(
         raise typer.Exit(1)
 
 
+# --- ray ---------------------------------------------------------------------------------------
+
+
+@ray_app.command("encode")
+def ray_encode_cell(
+    data: str = typer.Option("scifact", "--data", help="BEIR folder or name under the data dir, a corpus .jsonl or .parquet"),
+    docs: int = typer.Option(2000, "--docs", min=1, help="encode the corpus's first DOCS documents"),
+    engine: str = typer.Option("local", "--engine", help="local or ray"),
+    actors: int = typer.Option(1, "--actors", min=1, help="--engine ray: encoder actors"),
+    cpus_per_actor: float = typer.Option(1.0, "--cpus-per-actor", min=0.01, help="--engine ray: CPUs (= torch threads) per actor"),
+    address: str = typer.Option(None, "--address", help="--engine ray: a running cluster (default: a local one, started before timing)"),
+    batch_size: int = typer.Option(None, "--batch-size", help="encoder batch size (default: DENSEKIT_BATCH_SIZE)"),
+    work_dir: Path = typer.Option(Path("runs/bench-ray/encode-work"), "--work-dir", help="corpus slice and the (removed) outputs"),
+    out: Path = typer.Option(..., "--out", help="the run's result JSON"),
+) -> None:
+    """One timed encoding run into a new, empty embeddings folder, by the local or the Ray engine
+    (alternate them over several calls; summarise with `densekit bench ray report`)."""
+    from densekit.bench.ray_encode import EncodeCellOptions, run_encode_cell
+
+    folder = Path(data).expanduser()
+    corpus = str(folder if folder.exists() else resolve_data(data))
+    opts = EncodeCellOptions(
+        data=corpus,
+        out=str(out),
+        docs=docs,
+        engine=engine,
+        actors=actors,
+        cpus_per_actor=cpus_per_actor,
+        address=address,
+        batch_size=batch_size,
+        work_dir=str(work_dir),
+    )
+    _print_json(run_encode_cell(opts))
+
+
+@ray_app.command("cluster-start")
+def ray_cluster_start(
+    out: Path = typer.Option(..., "--out", help="the run's result JSON"),
+    docs: int = typer.Option(32, "--docs", min=1, help="texts in the first actor-pool batch"),
+) -> None:
+    """Seconds from ray.init of a fresh local cluster until it answers, and until a one-actor
+    encoder pool returns its first batch (actor start and model load)."""
+    from densekit.bench.ray_encode import run_cluster_start
+
+    _print_json(run_cluster_start(str(out), docs))
+
+
+@ray_app.command("fanout")
+def ray_fanout_cell(
+    index: Path = typer.Option(..., "--index", help="folder to serve: a sharded index (both servers) or a plain one (--server single)"),
+    reference: Path = typer.Option(..., "--reference", help="plain index over the same documents: the served top-k must equal its own"),
+    server: str = typer.Option("single", "--server", help="single (`densekit serve`) or ray (`densekit serve --engine ray`)"),
+    data: str = typer.Option("scifact", "--data", help="BEIR folder or name whose test queries are sent"),
+    queries: int = typer.Option(300, "--queries", min=1, help="test queries sent one after another (latency)"),
+    check: int = typer.Option(5, "--check", min=1, help="queries whose served top-k is compared with the reference's first"),
+    clients: int = typer.Option(8, "--clients", min=1, help="concurrent clients of the throughput part"),
+    duration: float = typer.Option(20.0, "--duration", min=1.0, help="seconds of the throughput part"),
+    torch_threads: int = typer.Option(2, "--torch-threads", min=1, help="the query encoder's threads, in either server"),
+    replica_cpus: float = typer.Option(0.25, "--replica-cpus", help="--server ray: CPUs each shard and encoder replica reserves"),
+    server_log: Path = typer.Option(None, "--server-log", help="append the server's stderr here"),
+    out: Path = typer.Option(..., "--out", help="the run's result JSON"),
+) -> None:
+    """One server configuration: check its /search answers against the reference, then 1-client
+    latency and N-client throughput over the data set's test queries."""
+    from densekit.bench.fanout import FanoutCellOptions, run_fanout_cell
+
+    opts = FanoutCellOptions(
+        index=str(index),
+        reference=str(reference),
+        data=str(resolve_data(data)),
+        out=str(out),
+        server=server,
+        queries=queries,
+        check=check,
+        clients=clients,
+        duration=duration,
+        torch_threads=torch_threads,
+        replica_cpus=replica_cpus,
+        server_log=str(server_log) if server_log else None,
+    )
+    _print_json(run_fanout_cell(opts))
+
+
+@ray_app.command("report")
+def ray_report(
+    folder: Path = typer.Argument(..., help="folder of the encode, cluster-start and fanout result files"),
+    json_out: bool = typer.Option(False, "--json", help="the summaries as JSON instead of Markdown tables"),
+) -> None:
+    """Markdown tables: docs/s and the Ray overhead against the local engine, cluster start, and
+    /search latency/throughput with the fan-out cost per query."""
+    from densekit.bench.ray_report import report
+
+    res = report(folder)
+    if json_out:
+        _print_json({k: v for k, v in res.items() if k != "markdown"}, indent=2)
+    else:
+        typer.echo(res["markdown"])
+
+
 # --- rerank ------------------------------------------------------------------------------------
 
 
@@ -427,3 +536,43 @@ def gpu_load(
     typer.echo(emit_line("load", result))
     if load_failed(result):
         raise typer.Exit(EXIT_LOAD_ERRORS)
+
+
+# --- scale -------------------------------------------------------------------------------------
+
+
+@scale_app.command("run")
+def scale_run(
+    n: list[int] = typer.Option(..., "--n", help="corpus size (vectors); repeatable, smallest first"),
+    kinds: str = typer.Option("flat,ivf,ivfpq,opq-ivfpq,hnsw,distilled", "--kinds", help="comma list of index kinds, run in this order"),
+    out: Path = typer.Option(Path("runs/bench-scale"), "--out", help="folder of data/, results.jsonl and report.md"),
+    data_dir: Path = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    vectors_dir: Path = typer.Option(Path("runs/bench-indexes/vectors"), "--vectors-dir", help="cache of query vectors"),
+    lock: str = typer.Option(
+        None, "--lock", help="file to flock for each cell (each preparation step too); default: DENSEKIT_CPU_LOCK, else no lock"
+    ),
+    until: str = typer.Option(None, "--until", metavar="HH:MM", help="start no cell after this UTC time (today)"),
+    cell_timeout: float = typer.Option(None, "--cell-timeout", help="seconds before a cell is stopped and recorded as failed"),
+) -> None:
+    """Measure every (kind, n) cell not yet in OUT/results.jsonl, each in a fresh process; resumes an interrupted run."""
+    import datetime as dt
+
+    from densekit.bench.scale import default_lock, run
+
+    deadline = None
+    if until:
+        hh, _, mm = until.partition(":")
+        now = dt.datetime.now(dt.timezone.utc)
+        deadline = now.replace(hour=int(hh), minute=int(mm or 0), second=0, microsecond=0)
+    rows = run(out, n, [k for k in kinds.split(",") if k], _data_dir(data_dir), vectors_dir, lock or default_lock(), deadline, cell_timeout)
+    typer.echo(f"{len(rows)} cells measured; results: {out / 'results.jsonl'}")
+
+
+@scale_app.command("report")
+def scale_report(
+    out: Path = typer.Option(Path("runs/bench-scale"), "--out", help="folder of results.jsonl; report.md is written there"),
+) -> None:
+    """Markdown tables per corpus size, the search sweep and the fitted scaling exponents."""
+    from densekit.bench.scale import report
+
+    typer.echo(report(out))

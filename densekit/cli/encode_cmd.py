@@ -28,6 +28,9 @@ def encode(
     ),
     actors: int = typer.Option(1, "--actors", min=1, help="--engine ray: encoder actors, one model each"),
     gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", min=0.0, help="--engine ray: GPUs each actor reserves (0: CPU)"),
+    cpus_per_actor: float = typer.Option(
+        1.0, "--cpus-per-actor", min=0.01, help="--engine ray: CPUs each actor reserves, which is also its torch thread count"
+    ),
     shard_size: int = typer.Option(10_000, "--shard-size", min=1, help="rows per embedding shard (the unit a re-run skips or redoes)"),
     dtype: str = typer.Option("float32", "--dtype", help="stored vector type: float32 or float16 (half the bytes)"),
     model: str = typer.Option(None, "--model", help="bi-encoder, hub name or path (default: DENSEKIT_MODEL)"),
@@ -58,7 +61,9 @@ def encode(
         engine=engine,
         shard_size=shard_size,
         dtype=dtype,
-        ray=RayOptions(address=address, actors=actors, gpus_per_actor=gpus_per_actor, connect_timeout_s=connect_timeout),
+        ray=RayOptions(
+            address=address, actors=actors, gpus_per_actor=gpus_per_actor, connect_timeout_s=connect_timeout, cpus_per_actor=cpus_per_actor
+        ),
     )
     m = res.manifest
     rate = f", {res.encoded_rows / res.encode_s:.0f} rows/s" if res.encode_s > 0 and res.encoded_rows else ""

@@ -181,13 +181,19 @@ def _build_distilled(folder: Path, out: Path, model: str, build_params: dict, se
 
 @app.command("info")
 def info(
-    index_dir: Path = typer.Argument(..., help="index folder"),
+    index_dir: Path = typer.Argument(..., help="index folder, or a sharded index folder"),
     summary: bool = typer.Option(False, "--summary", help="aligned text lines instead of the manifest JSON"),
 ) -> None:
     """The manifest as JSON: kind, faiss structure, bytes_per_vector (codes) and
-    extra.index_bytes_per_vector (whole index), build_time_s, build and search params."""
+    extra.index_bytes_per_vector (whole index), build_time_s, build and search params. For a
+    sharded folder: its manifest (kind, trained quantiser checksum, shards), each shard's
+    documents, bytes and BM25 part, and the totals, read from the manifests without loading a shard."""
     from densekit.index.dense_index import load_index
+    from densekit.index.sharded_manifest import is_sharded
 
+    if is_sharded(index_dir):
+        _sharded_info(index_dir, summary)
+        return
     with load_index(index_dir) as idx:
         m = idx.manifest
     if not summary:
@@ -208,4 +214,15 @@ def info(
         ("created", m.created_at),
     ]
     for k, v in rows:
+        typer.echo(f"{k:<28}{v}")
+
+
+def _sharded_info(index_dir: Path, summary: bool) -> None:
+    from densekit.index.sharded_info import read_sharded_info, summary_rows
+
+    shown = read_sharded_info(index_dir)
+    if not summary:
+        typer.echo(json.dumps(shown.model_dump(mode="json"), indent=2))
+        return
+    for k, v in summary_rows(shown):
         typer.echo(f"{k:<28}{v}")

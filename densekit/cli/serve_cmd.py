@@ -123,6 +123,18 @@ RAY_FLAGS: dict[str, tuple[Any, Any]] = {
 }
 
 
+def check_servable_folder(folder: Path) -> None:
+    """IndexCorruptError unless `folder` is an index folder or a sharded one (whose shards the
+    single-process server loads together); creates nothing."""
+    from densekit.index.live import check_index_folder
+    from densekit.index.sharded_manifest import is_sharded, read_sharded_manifest
+
+    if is_sharded(folder):
+        read_sharded_manifest(folder)
+    else:
+        check_index_folder(folder)
+
+
 def serve(log_level: str = "info", **flags: Any) -> None:
     """Serve /search, /embed, /rerank, /v1/* and /documents over an index folder.
 
@@ -130,7 +142,6 @@ def serve(log_level: str = "info", **flags: Any) -> None:
     environment, then a --config settings file. GET /info shows the limits in force."""
     import uvicorn
 
-    from densekit.index.live import check_index_folder
     from densekit.service.http_server import uvicorn_options
     from densekit.service.logging_setup import configure_logging
 
@@ -148,7 +159,7 @@ def serve(log_level: str = "info", **flags: Any) -> None:
         serve_on_ray(s, **{k: v for k, v in ray_flags.items() if k != "engine"})
         return
     if s.index_dir is not None:
-        check_index_folder(Path(s.index_dir))  # a mistyped path fails here, having created nothing
+        check_servable_folder(Path(s.index_dir))  # a mistyped path fails here, having created nothing
     # Tokenisers' thread pool would compete with the forward pass's threads for the same
     # cores (and spin while idle); requests are tokenised one batch at a time anyway.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

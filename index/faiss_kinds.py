@@ -27,8 +27,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from densekit.errors import ConfigError, IndexMismatchError, InvalidInputError
+from densekit.index.faiss_blas import tune_blas_threshold
 
 log = logging.getLogger(__name__)
+
+# Every densekit index module imports this one, so the opt-in BLAS threshold reaches every search.
+tune_blas_threshold()
 
 KINDS = ("flat", "ivf", "ivfpq", "opq-ivfpq", "hnsw", "distilled")
 IVF_KINDS = ("ivf", "ivfpq", "opq-ivfpq", "distilled")

@@ -2,7 +2,8 @@
 
 Shared by every trainer built on transformers' Trainer (sentence-transformers, CrossEncoder,
 plain Trainer): `write_training_log` keeps the per-step records as JSONL and
-`plot_loss_curve` draws the training loss (and any eval loss) as a PNG.
+`plot_loss_curve` draws the training loss (and any eval loss) as a PNG; `plot_learning_curve`
+draws a dev metric per step (reranker runs' learning_curve.json).
 """
 
 from __future__ import annotations
@@ -54,6 +55,44 @@ def plot_loss_curve(log_history: list[dict[str, Any]], path: str | Path, title: 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+    return Path(path)
+
+
+def plot_learning_curve(curve: dict[str, Any], path: str | Path, title: str = "") -> Path | None:
+    """PNG of a dev metric per step: one line per dataset, the pooled value in bold, and each
+    dataset's first stage as a dashed line of the same colour (what reranking has to beat).
+    `curve` is a learning_curve.json mapping; returns None when it has no point."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted(curve.get("points", []), key=lambda p: p["step"])
+    if not points:
+        return None
+    metric = curve.get("metric", "ndcg@10")
+    steps = [p["step"] for p in points]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for name, info in curve.get("datasets", {}).items():
+        ys = [p["datasets"].get(name) for p in points]
+        (line,) = ax.plot(steps, ys, "o-", lw=1.0, ms=3, label=f"{name} ({info.get('queries', '?')} q)")
+        if info.get("first_stage") is not None:
+            ax.axhline(info["first_stage"], ls="--", lw=0.8, color=line.get_color())
+    ax.plot(steps, [p.get("pooled") for p in points], "o-", lw=2.2, color="black", label="pooled")
+    if curve.get("first_stage_pooled") is not None:
+        ax.axhline(curve["first_stage_pooled"], ls="--", lw=1.2, color="black", label="first stage (dashed)")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"dev {metric}")
+    ax.set_title(title or f"dev {metric} (top-{curve.get('top_n', '?')} reranked)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -13,6 +13,7 @@ per query, SciFact ~1).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from itertools import accumulate
 
 import torch
@@ -57,10 +58,6 @@ class WeightedBatchSampler(MultiDatasetDefaultBatchSampler):
 def multi_dataset_sampler(sampling: str, weights: Sequence[float]) -> MultiDatasetBatchSamplers | Callable:
     """The trainer's `multi_dataset_batch_sampler` argument for a `data.sampling` name."""
     if sampling == "weighted":
-        w = list(weights)
-
-        def build(dataset, batch_samplers, generator=None, seed=0):
-            return WeightedBatchSampler(dataset, batch_samplers, generator=generator, seed=seed, weights=w)
-
-        return build
+        # A partial of the class, not a closure: the trainer pickles its arguments into every checkpoint.
+        return partial(WeightedBatchSampler, weights=list(weights))
     return MultiDatasetBatchSamplers(sampling)

@@ -99,6 +99,7 @@ class LLMReranker:
         max_length: int = DEFAULT_MAX_LENGTH,
         score_mode: str = "yes_no",
         batch_size: int = 8,
+        max_doc_tokens: int | None = None,
     ):
         if score_mode not in SCORE_MODES:
             raise ConfigError("score", f"unknown score mode '{score_mode}' (use {', '.join(SCORE_MODES)})")
@@ -108,7 +109,7 @@ class LLMReranker:
         self.max_length = int(max_length)
         self.score_mode = score_mode
         self.batch_size = batch_size
-        self.prompt = YesNoPrompt(tokenizer, instruction=instruction, max_length=self.max_length)
+        self.prompt = YesNoPrompt(tokenizer, instruction=instruction, max_length=self.max_length, max_doc_tokens=max_doc_tokens)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else (tokenizer.eos_token_id or 0))
 
@@ -159,6 +160,7 @@ class LLMReranker:
             instruction=kwargs.get("instruction") or meta.get("instruction") or DEFAULT_INSTRUCTION,
             max_length=max_length or meta.get("max_length") or DEFAULT_MAX_LENGTH,
             score_mode=kwargs.get("score_mode") or meta.get("score") or "yes_no",
+            max_doc_tokens=meta.get("max_doc_tokens"),
         )
 
     def count_tokens(self, query: str, documents: list[str]) -> list[int]:

@@ -4,8 +4,9 @@ The prompt is instruction + query + document, wrapped in the model's chat templa
 has one, and ends with the assistant turn, where the model's next token is "yes" or "no".
 When a pair is too long, the document is cut (then, if still needed, the query); the text
 after the document (question and assistant turn) is never cut, because the score is read at
-the very last position. Training and inference share this code, so a trained model sees
-exactly the prompt it was trained on.
+the very last position. `max_doc_tokens` caps the document on its own (a trained model's
+folder records the cap it was trained with, and inference applies it too). Training and
+inference share this code, so a trained model sees exactly the prompt it was trained on.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ class YesNoPrompt:
         max_length: int = 512,
         max_query_tokens: int = 128,
         use_chat_template: bool = True,
+        max_doc_tokens: int | None = None,
     ):
         self.tokenizer = tokenizer
         self.instruction = instruction
         self.max_length = int(max_length)
         self.max_query_tokens = int(max_query_tokens)
+        self.max_doc_tokens = int(max_doc_tokens) if max_doc_tokens else None
         self.parts = self._parts(use_chat_template and bool(getattr(tokenizer, "chat_template", None)))
         fixed = len(self.parts.head) + len(self.parts.mid) + len(self.parts.tail)
         if fixed + 8 > self.max_length:
@@ -81,6 +84,10 @@ class YesNoPrompt:
         # A word split into several tokens is scored by its first one, what the model emits first.
         return int(ids[0])
 
+    def _doc_room(self, left: int) -> int:
+        room = max(0, left)
+        return min(room, self.max_doc_tokens) if self.max_doc_tokens else room
+
     def encode(self, query: str, document: str) -> list[int]:
         """Token ids of one pair, at most max_length long, tail always intact."""
         tok = self.tokenizer
@@ -89,7 +96,7 @@ class YesNoPrompt:
         p = self.parts
         budget = self.max_length - len(p.head) - len(p.mid) - len(p.tail)
         q = q[: min(self.max_query_tokens, budget)]
-        d = d[: max(0, budget - len(q))]
+        d = d[: self._doc_room(budget - len(q))]
         return p.head + q + p.mid + d + p.tail
 
     def encode_many(self, query: str, documents: list[str]) -> list[list[int]]:
@@ -99,5 +106,5 @@ class YesNoPrompt:
         p = self.parts
         budget = self.max_length - len(p.head) - len(p.mid) - len(p.tail)
         q = q[: min(self.max_query_tokens, budget)]
-        room = max(0, budget - len(q))
+        room = self._doc_room(budget - len(q))
         return [p.head + q + p.mid + d[:room] + p.tail for d in docs]

@@ -20,6 +20,18 @@ Example (an SFT-trained SmolLM2 with LoRA)::
     lora: {enabled: true, r: 16, alpha: 32, dropout: 0.05, target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}
     train: {max_steps: 60, queries_per_batch: 2, learning_rate: 2.0e-4, warmup_ratio: 0.1, max_length: 256, save_steps: 20}
     eval: {beir: scifact, split: test, run: runs/eval-scifact-base/run.trec, top_n: 20, max_queries: 50}
+
+Pooled training replaces `beir`/`pairs` by the bi-encoder's `datasets` list: negatives are
+mined per dataset and every batch holds one dataset's groups. A dev split held out of each
+dataset's training queries (or its own `dev` qrels) gives the learning curve::
+
+    data:
+      datasets:
+        - {beir: scifact, weight: 2}
+        - {beir: nfcorpus}                                    # has qrels/dev.tsv: its dev queries come from there
+        - {name: wikiqa, pairs: [wikiqa/train_pairs.jsonl]}   # dev: held-out pairs, their own candidates
+      sampling: weighted
+    eval: {dev: {queries: 50, top_n: 20}, every_steps: 100}
 """
 
 from __future__ import annotations
@@ -29,13 +41,15 @@ from typing import Literal
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from densekit.settings import DEFAULT_MODEL
-from densekit.training.run_config import StrictConfig, TrainingSourceConfig
+from densekit.training.dataset_sources import PooledDataConfig
+from densekit.training.run_config import StrictConfig
 
 _Strict = StrictConfig
 
 
-class RerankDataConfig(TrainingSourceConfig):
-    """Training queries and positives; negatives of pairs files are used as given."""
+class RerankDataConfig(PooledDataConfig):
+    """Training queries and positives, from one source or a pooled `datasets` list; negatives
+    of pairs files are used as given, a BEIR split's are mined (per dataset)."""
 
 
 class NegativesConfig(_Strict):
@@ -43,7 +57,9 @@ class NegativesConfig(_Strict):
     top_k: PositiveInt = Field(30, description="dense ranks hard negatives are drawn from")
     hard: int = Field(3, ge=0, le=64, description="hard negatives per query (random draw from the dense top_k)")
     random: int = Field(1, ge=0, le=64, description="random corpus negatives per query, mixed in as the paper does")
-    reuse: str | None = Field(None, description="load this mined JSONL instead of mining again")
+    reuse: str | None = Field(
+        None, description="load this mined JSONL instead of mining again (pooled runs: `mined` on each datasets entry)"
+    )
 
     @model_validator(mode="after")
     def _some(self):
@@ -89,6 +105,45 @@ class RerankTrainConfig(_Strict):
         False,
         description="llm: bfloat16 autocast (weights and optimizer stay float32); ~2x faster on CPUs with avx512_bf16 and on recent GPUs",
     )
+    max_doc_tokens: PositiveInt | None = Field(
+        None,
+        description="llm: cut each document to this many tokens (within max_length), in training and at inference (the model "
+        "folder records it); shorter prompts train faster where the start of a document carries its meaning",
+    )
+    pack_window: PositiveInt | None = Field(
+        None,
+        description="llm: sort each window of this many batches (of one dataset) by prompt length, then shuffle the batches "
+        "(seeded): less padding per batch, the same draws; None: batches in draw order",
+    )
+
+
+class DevConfig(_Strict):
+    """Dev queries for the learning curve, never trained on."""
+
+    queries: PositiveInt | None = Field(50, description="dev queries per dataset, a seeded draw held out of its training queries")
+    fraction: float | None = Field(None, gt=0, lt=1, description="instead of `queries`: this fraction of each dataset's training queries")
+    split: str | None = Field(
+        "dev",
+        description="a BEIR dataset with qrels for this split (NFCorpus) draws its dev queries there and keeps all its training "
+        "queries (None: always hold out training queries)",
+    )
+    top_n: PositiveInt = Field(20, description="first-stage (dense) hits reranked per dev query")
+    at_start: bool = Field(True, description="also evaluate before the first step (the curve's starting point)")
+    batch_size: PositiveInt = Field(32, description="pairs per forward pass while evaluating")
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        if self.fraction is not None and "queries" in self.model_fields_set and self.queries is not None:
+            raise ValueError("give eval.dev.queries or eval.dev.fraction, not both")
+        if self.fraction is None and self.queries is None:
+            raise ValueError("give eval.dev.queries or eval.dev.fraction")
+        return self
+
+    def size(self, available: int) -> int:
+        """Dev queries drawn out of `available` candidates (at least 1 when any)."""
+        if self.fraction is not None:
+            return min(available, max(1, round(self.fraction * available)))
+        return min(available, self.queries or 0)
 
 
 class RerankEvalConfig(_Strict):
@@ -100,6 +155,16 @@ class RerankEvalConfig(_Strict):
     before: bool = Field(True, description="also evaluate the base model before training")
     batch_size: PositiveInt = 8
     dtype: str = Field("auto", description="reranker dtype at eval: auto (float32 on CPU), float32, bfloat16, float16")
+    dev: DevConfig | None = Field(None, description="held-out dev queries per training dataset, for the learning curve (None: no curve)")
+    every_steps: PositiveInt | None = Field(
+        None, description="rerank the dev queries every N steps (and after the last): learning_curve.json and .png in output_dir"
+    )
+
+    @model_validator(mode="after")
+    def _curve_needs_dev(self):
+        if self.every_steps is not None and self.dev is None:
+            raise ValueError("eval.every_steps needs eval.dev (the queries the curve is measured on)")
+        return self
 
 
 class RerankerRunConfig(_Strict):
@@ -122,6 +187,12 @@ class RerankerRunConfig(_Strict):
 
     def base_model(self) -> str:
         return self.model or ("smollm2" if self.kind == "llm" else DEFAULT_MODEL)
+
+    @model_validator(mode="after")
+    def _pooled_reuse(self):
+        if self.negatives.reuse and self.data.datasets:
+            raise ValueError("negatives.reuse holds one dataset's groups; in a pooled run set `mined` on each data.datasets entry")
+        return self
 
     @field_validator("objective")
     @classmethod

@@ -3,11 +3,13 @@
 Training runs through the transformers `Trainer`, so a run checkpoints, resumes and runs
 under torchrun / accelerate (DDP) like the bi-encoder and the cross-encoder. Each optimizer
 step takes `queries_per_batch` groups per process (1 positive + N negatives per query,
-`llm_data.GroupSchedule`), builds the exact prompts inference uses (`llm_data.YesNoCollator`:
+`llm_data.build_schedule`: in a pooled run every batch from one dataset, optionally packed
+by length), builds the exact prompts inference uses (`llm_data.YesNoCollator`:
 left-padded, document truncated), reads [z_yes, z_no] at the last position and applies the
 loss over the (B, 1 + N, 2) logits. Both objectives see the same groups in the same order
 (same seed), so SFT vs CL differ only in the loss. LoRA adapters through peft, or full
-fine-tuning for small models.
+fine-tuning for small models. With a dev split (`eval.dev`), `learning_curve.DevCurveCallback`
+reranks the dev queries with the model being trained every `eval.every_steps`.
 
 The result is a folder `load_reranker` reads: a peft adapter (or full model), the tokenizer,
 and `densekit_reranker.json` (base model, instruction, max_length, objective, how to score),
@@ -27,12 +29,13 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from densekit.atomic import atomic_dir, write_text_atomic
-from densekit.rerankers.llm import META_FILE, resolve_base, yes_no_logits_padded
+from densekit.rerankers.llm import META_FILE, LLMReranker, resolve_base, yes_no_logits_padded
 from densekit.rerankers.prompt import DEFAULT_INSTRUCTION, YesNoPrompt
 from densekit.training.ddp import world_size
 from densekit.training.rerank.checkpoints import checkpoints_dir
 from densekit.training.rerank.config import RerankerRunConfig
-from densekit.training.rerank.llm_data import GroupSchedule, YesNoCollator
+from densekit.training.rerank.learning_curve import DevCurveCallback, LearningCurve
+from densekit.training.rerank.llm_data import YesNoCollator, build_schedule
 from densekit.training.rerank.losses import SERVE_SCORE, GroupSoftmaxCLLoss, YesNoSFTLoss
 from densekit.training.rerank.train_data import RerankGroup
 
@@ -107,6 +110,7 @@ def training_arguments(cfg: RerankerRunConfig, device: str, output_dir: Path, pr
         max_grad_norm=1.0,
         logging_steps=tc.logging_steps,
         eval_strategy="no",
+        train_sampling_strategy="sequential",  # the schedule is the order: consecutive draws make a batch
         save_strategy="steps" if tc.save_steps else "no",
         save_steps=tc.save_steps or 500,
         save_total_limit=tc.save_total_limit,
@@ -132,6 +136,7 @@ def _meta(cfg: RerankerRunConfig, instruction: str) -> dict[str, Any]:
         "score": SERVE_SCORE[cfg.objective or "sft"],
         "instruction": instruction,
         "max_length": cfg.train.max_length,
+        "max_doc_tokens": cfg.train.max_doc_tokens,
         "lora": cfg.lora.enabled,
     }
 
@@ -150,8 +155,10 @@ def build_trainer(
     output_dir: Path,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    curve: LearningCurve | None = None,
 ) -> tuple[YesNoRerankTrainer, Any]:
-    """The Trainer of a run (model, LoRA, data, loss) and its tokenizer; checkpoints go to `output_dir/checkpoints`."""
+    """The Trainer of a run (model, LoRA, data, loss) and its tokenizer; checkpoints go to
+    `output_dir/checkpoints`; with `curve`, the dev queries are measured as it trains."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from densekit.devices import resolve_device
@@ -167,7 +174,7 @@ def build_trainer(
     # Any: peft wraps the model below.
     model: Any = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     instruction = cfg.instruction or DEFAULT_INSTRUCTION
-    prompt = YesNoPrompt(tok, instruction=instruction, max_length=cfg.train.max_length)
+    prompt = YesNoPrompt(tok, instruction=instruction, max_length=cfg.train.max_length, max_doc_tokens=cfg.train.max_doc_tokens)
     pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0))
     if cfg.lora.enabled:
         from peft import LoraConfig, get_peft_model
@@ -190,10 +197,25 @@ def build_trainer(
         f"trainable parameters: {n_train:,} ({f'LoRA r={cfg.lora.r}' if cfg.lora.enabled else 'full fine-tuning'}); "
         f"objective {cfg.objective}; {len(groups)} training queries; {world_size()} process(es)"
     )
+    pooled = [(src.label(), src.weight) for _, src in cfg.data.sources()] if cfg.data.datasets else []
+    schedule = build_schedule(
+        groups,
+        num_neg,
+        cfg.seed,
+        draws,
+        tc.queries_per_batch,
+        datasets=pooled,
+        sampling=cfg.data.sampling,
+        pack_window=tc.pack_window,
+        length_of=lambda item: max(len(ids) for ids in prompt.encode_many(item["query"], item["documents"])),
+    )
+    callbacks = []
+    if curve is not None and cfg.eval.dev is not None:
+        callbacks.append(DevCurveCallback(curve, _dev_reranker(cfg, tok, instruction), cfg.eval.dev.at_start, log))
     trainer = YesNoRerankTrainer(
         model=model,
         args=training_arguments(cfg, device, output_dir, progress),
-        train_dataset=GroupSchedule(groups, num_neg, cfg.seed, draws),
+        train_dataset=schedule,
         data_collator=YesNoCollator(prompt, pad_id),
         processing_class=tok,
         loss_fn=make_loss(cfg),
@@ -201,8 +223,30 @@ def build_trainer(
         yes_id=prompt.yes_id,
         no_id=prompt.no_id,
         log_fn=log,
+        callbacks=callbacks,
     )
     return trainer, tok
+
+
+def _dev_reranker(cfg: RerankerRunConfig, tok, instruction: str) -> Callable[[Any], LLMReranker]:
+    """The model being trained as the reranker its folder will serve (same prompt and score)."""
+    made: dict[int, LLMReranker] = {}
+
+    def make(model) -> LLMReranker:
+        if id(model) not in made:
+            made[id(model)] = LLMReranker(
+                model,
+                tok,
+                name="training",
+                instruction=instruction,
+                max_length=cfg.train.max_length,
+                score_mode=SERVE_SCORE[cfg.objective or "sft"],
+                batch_size=cfg.eval.dev.batch_size if cfg.eval.dev else 8,
+                max_doc_tokens=cfg.train.max_doc_tokens,
+            )
+        return made[id(model)]
+
+    return make
 
 
 def history_of(trainer: Trainer, groups_per_step: int, n_groups: int) -> list[dict]:
@@ -227,11 +271,12 @@ def train_llm_reranker(
     log: Callable[[str], None] = print,
     progress: bool = True,
     resume_from: Path | None = None,
+    curve: LearningCurve | None = None,
 ) -> list[dict]:
     """Train (from scratch, or from the checkpoint `resume_from`) and save to `model_dir`
     on rank 0; returns the log history (one dict per logged step) in every process.
     Checkpoints, when `train.save_steps` is set, go to `model_dir.parent / "checkpoints"`."""
-    trainer, tok = build_trainer(cfg, groups, model_dir.parent, log=log, progress=progress)
+    trainer, tok = build_trainer(cfg, groups, model_dir.parent, log=log, progress=progress, curve=curve)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     tc = cfg.train
     history = history_of(trainer, tc.queries_per_batch * tc.grad_accum * world_size(), len(groups))

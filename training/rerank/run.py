@@ -1,7 +1,8 @@
 """One `densekit train reranker` run: config -> mined groups -> eval before -> train -> eval after.
 
 Writes into `output_dir`: resolved_config.yaml, mined.jsonl (the training groups, so
-another objective can reuse the same negatives), train.log, training_log.jsonl,
+another objective can reuse the same negatives; mined-NAME.jsonl per dataset in a pooled
+run), learning_curve.json and .png (with `eval.dev`: dev nDCG@10 per dataset vs steps), train.log, training_log.jsonl,
 loss_curve.png, model/ (what `load_reranker` reads), eval_before/ and eval_after/
 (both stages' metrics, reranked run), summary.json, and checkpoints/ when
 `train.save_steps` is set (`resume=True` continues from the latest one).
@@ -44,14 +45,9 @@ def _eval_first_stage(cfg: RerankerRunConfig, ds, progress: bool):
 
 def check_paths(cfg: RerankerRunConfig, resolve_data: Callable[[str], Path]) -> None:
     """Fail before any work when a path the config names does not exist."""
-    for name in [cfg.data.beir] if cfg.data.beir else []:
-        try:
-            resolve_data(name)
-        except Exception as exc:
-            raise ConfigError("data.beir", str(exc)) from None
-    for i, f in enumerate(cfg.data.pairs):
-        if not Path(f).is_file():
-            raise ConfigError(f"data.pairs.{i}", f"file not found: {f}")
+    from densekit.training.dataset_sources import check_source_paths
+
+    check_source_paths(cfg.data, resolve_data)
     if cfg.negatives.reuse and not Path(cfg.negatives.reuse).is_file():
         raise ConfigError("negatives.reuse", f"file not found: {cfg.negatives.reuse}")
     if cfg.eval.beir:
@@ -61,8 +57,24 @@ def check_paths(cfg: RerankerRunConfig, resolve_data: Callable[[str], Path]) -> 
             raise ConfigError("eval.beir", str(exc)) from None
     if cfg.eval.run and not Path(cfg.eval.run).is_file():
         raise ConfigError("eval.run", f"file not found: {cfg.eval.run}")
-    if cfg.data.beir and cfg.eval.beir and cfg.data.beir == cfg.eval.beir and cfg.data.beir_split == cfg.eval.split:
-        raise ConfigError("eval.split", f"evaluating on the training split '{cfg.eval.split}' of {cfg.eval.beir}")
+    for _, src in cfg.data.sources():
+        if src.beir and cfg.eval.beir and src.beir == cfg.eval.beir and src.beir_split == cfg.eval.split:
+            raise ConfigError("eval.split", f"evaluating on the training split '{cfg.eval.split}' of {cfg.eval.beir}")
+
+
+def _reuse_own_groups(cfg: RerankerRunConfig, out: Path) -> RerankerRunConfig:
+    """A resumed run trains on the groups its checkpoint was trained on, not a second mining run."""
+    from densekit.eval.cell import safe_name
+
+    if not cfg.data.datasets:
+        if (out / "mined.jsonl").is_file() and not cfg.negatives.reuse:
+            return cfg.model_copy(update={"negatives": cfg.negatives.model_copy(update={"reuse": str(out / "mined.jsonl")})})
+        return cfg
+    entries = []
+    for src in cfg.data.datasets:
+        own = out / f"mined-{safe_name(src.label())}.jsonl"
+        entries.append(src.model_copy(update={"mined": str(own)}) if src.beir and not src.mined and own.is_file() else src)
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"datasets": entries})})
 
 
 def run_eval(cfg: RerankerRunConfig, reranker, ds, first_stage, out: Path, progress: bool) -> dict[str, Any]:
@@ -87,7 +99,8 @@ def train_reranker(
     from densekit.rerankers import load_reranker
     from densekit.training.curves import plot_loss_curve, write_training_log
     from densekit.training.rerank.checkpoints import latest_checkpoint
-    from densekit.training.rerank.train_data import load_groups
+    from densekit.training.rerank.learning_curve import CURVE_JSON, LearningCurve
+    from densekit.training.rerank.train_data import load_training_data
     from densekit.training.run_config import write_resolved_config
 
     check_paths(cfg, resolve_data)
@@ -98,9 +111,8 @@ def train_reranker(
         check_bf16_device(resolve_device(cfg.train.device).split(":")[0])  # before any mining or writing
     out = Path(cfg.output_dir)
     checkpoint = latest_checkpoint(out) if resume else None
-    if checkpoint is not None and (out / "mined.jsonl").is_file() and not cfg.negatives.reuse:
-        # The groups the checkpoint was trained on, not a second mining run.
-        cfg = cfg.model_copy(update={"negatives": cfg.negatives.model_copy(update={"reuse": str(out / "mined.jsonl")})})
+    if checkpoint is not None:
+        cfg = _reuse_own_groups(cfg, out)
     main = is_main_process()  # under torchrun every process trains; only rank 0 evaluates and writes
     logfile = None
     if main:
@@ -119,12 +131,24 @@ def train_reranker(
         _log(f"resuming from {checkpoint}")
     summary: dict[str, Any] = {"kind": cfg.kind, "objective": cfg.objective, "base_model": cfg.base_model(), "world_size": world_size()}
     t0 = time.perf_counter()
-    groups, mined = load_groups(cfg, out, resolve_data, progress=progress and main, write=main)
+    data = load_training_data(cfg, out, resolve_data, progress=progress and main, write=main)
+    groups = data.groups
     if not groups:
         raise ConfigError("data", "no training group has both a positive and a negative")
     summary["training_queries"] = len(groups)
+    if cfg.data.datasets or data.dev:
+        summary["datasets"] = data.notes
     summary["mine_s"] = round(time.perf_counter() - t0, 2)
-    _log(f"{len(groups)} training groups ({'mined to ' + str(mined) if mined else 'given'})")
+    mined = ", ".join(str(p) for p in data.mined.values())
+    _log(f"{len(groups)} training groups ({'mined to ' + mined if mined else 'given'})")
+    for label, notes in data.notes.items():
+        if len(data.notes) > 1 or "dev" in notes:
+            _log(f"  {label}: {json.dumps(notes)}")
+    curve = None
+    if data.dev and main and cfg.eval.dev is not None:
+        curve = LearningCurve(
+            data.dev, cfg.eval.dev.top_n, cfg.eval.dev.batch_size, out, cfg.eval.every_steps, f"{cfg.kind} reranker ({cfg.objective}), dev"
+        )
 
     ds = first = None
     if cfg.eval.beir and main:
@@ -145,14 +169,16 @@ def train_reranker(
     if cfg.kind == "llm":
         from densekit.training.rerank.llm_trainer import train_llm_reranker
 
-        history = train_llm_reranker(cfg, groups, model_dir, log=_log, progress=progress and main, resume_from=checkpoint)
+        history = train_llm_reranker(cfg, groups, model_dir, log=_log, progress=progress and main, resume_from=checkpoint, curve=curve)
     else:
         from densekit.training.rerank.cross_trainer import train_cross_encoder
 
-        history = train_cross_encoder(cfg, groups, model_dir, log=_log, progress=progress and main, resume_from=checkpoint)
+        history = train_cross_encoder(cfg, groups, model_dir, log=_log, progress=progress and main, resume_from=checkpoint, curve=curve)
     summary["train_s"] = round(time.perf_counter() - t1, 2)
     summary["steps"] = cfg.train.max_steps
     summary["model_dir"] = str(model_dir)
+    if curve is not None and curve.points:
+        summary["learning_curve"] = {"file": str(out / CURVE_JSON), "last": curve.as_dict()["points"][-1]}
     if not main:
         return summary
     write_training_log(history, out / "training_log.jsonl")

@@ -16,11 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from densekit.errors import ConfigError
 from densekit.settings import Settings
+from densekit.yaml_file import read_yaml_mapping
 
 # Always paths: a relative one is read from the file's folder.
 PATH_FIELDS = ("index_dir", "wal_dir", "data_dir", "cache_dir")
@@ -32,16 +32,7 @@ def read_settings_file(path: str | Path) -> dict[str, Any]:
     """The settings a file sets (field -> value, relative paths resolved against the file's
     folder), validated as `Settings` values; ConfigError naming the file and the key otherwise."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("--config", f"settings file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError("--config", f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(data, dict):
-        raise ConfigError("--config", f"{path} must hold a mapping of settings, got {type(data).__name__}")
+    data = read_yaml_mapping(path, what="settings file")
     base = path.resolve().parent
     values: dict[str, Any] = {}
     for key, value in data.items():

@@ -155,18 +155,10 @@ def suite_from_dict(data: dict[str, Any]) -> SuiteConfig:
 
 
 def load_suite_config(path: str | Path) -> SuiteConfig:
-    import yaml
-
-    from densekit.errors import DataFormatError, DatasetNotFoundError
+    from densekit.yaml_file import read_yaml_file
 
     p = Path(path)
-    if not p.is_file():
-        raise DatasetNotFoundError(f"evaluation config not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        raise DataFormatError(p, None if line is None else line + 1, f"invalid YAML: {exc}") from None
+    data = read_yaml_file(p, what="evaluation config")
     if not isinstance(data, dict):
         raise ConfigError("config", f"{p} must hold a mapping with 'datasets' and 'configurations'")
     return suite_from_dict(data)

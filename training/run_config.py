@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 
 from densekit.atomic import write_text_atomic
 from densekit.errors import ConfigError
+from densekit.yaml_file import read_yaml_mapping
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -69,14 +70,7 @@ def validate_config(model_cls: type[M], data: Any, source: str | None = None) ->
 def load_yaml_config(model_cls: type[M], path: str | Path, overrides: dict[str, Any] | None = None) -> M:
     """Read YAML, apply dotted `overrides` ({"train.max_steps": 10}), validate."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("--config", f"file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError("--config", f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = read_yaml_mapping(path)
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

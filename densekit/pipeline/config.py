@@ -26,7 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from densekit.errors import ConfigError, DensekitError
@@ -37,6 +36,7 @@ from densekit.settings import DEFAULT_MODEL, Settings
 from densekit.training.biencoder_config import BiEncoderRunConfig, MiningConfig
 from densekit.training.rerank.config import RerankerRunConfig
 from densekit.training.run_config import StrictConfig
+from densekit.yaml_file import read_yaml_file
 
 STAGES: tuple[str, ...] = ("mine", "biencoder", "index", "fusion", "reranker", "eval", "serve")
 
@@ -234,14 +234,7 @@ def load_pipeline_config(path: str | Path, resolve_data: Callable[[str], Path] |
     """Read and validate a pipeline YAML; with `resolve_data`, also check that every dataset,
     split and local model folder it names exists."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("--config", f"pipeline config not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError("--config", f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = read_yaml_file(path, what="pipeline config")
     cfg = parse_pipeline_config(data, path)
     if resolve_data is not None:
         check_inputs(cfg, resolve_data, path)

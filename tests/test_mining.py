@@ -187,6 +187,9 @@ def test_mining_config_exposes_the_filters(tmp_path, tiny_beir):
         (["--margin", "abc"], "--margin"),
         (["--relative-margin", "1.5"], "--relative-margin"),
         (["--positive-reference", "x"], "--positive-reference"),
+        (["--rank-start", "20", "--rank-end", "20"], "--rank-end"),
+        (["--sampling", "best"], "--sampling"),
+        (["--num-negatives", "0"], "--num-negatives"),
     ],
 )
 def test_mine_cli_refuses_bad_filters_before_loading_anything(tmp_path, args, field):

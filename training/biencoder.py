@@ -151,7 +151,7 @@ def collect_source(
 ) -> SourceData:
     """One dataset's BEIR pairs (mined or reused negatives) + pairs files, in that order."""
     from densekit.data import load_beir
-    from densekit.training.mining import MiningParams, mine_hard_negatives, read_mined, write_mined
+    from densekit.training.mining import mine_hard_negatives, read_mined, write_mined
     from densekit.training.pairs_data import load_pair_files, pairs_from_beir
 
     data = SourceData(src.label(), [])
@@ -170,18 +170,7 @@ def collect_source(
             if cfg.mining.enabled:
                 t0 = time.perf_counter()
                 mc = cfg.mining
-                params = MiningParams(
-                    mc.rank_start,
-                    mc.rank_end,
-                    mc.margin,
-                    mc.num_negatives,
-                    mc.sampling,
-                    cfg.seed,
-                    mc.fill_short,
-                    relative_margin=mc.relative_margin,
-                    max_score=mc.max_score,
-                    positive_reference=mc.positive_reference,
-                )
+                params = mc.params(cfg.seed)
                 beir_pairs, stats = mine_hard_negatives(miner.get(), ds, beir_pairs, params, progress=progress)
                 # Every process mines the same negatives (same model, same seed); one writes them.
                 if is_main_process():

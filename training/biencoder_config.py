@@ -35,11 +35,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from densekit.errors import ConfigError
 from densekit.settings import DEFAULT_MODEL
 from densekit.training.dataset_sources import SAMPLING, DatasetSource, PooledDataConfig, check_source_paths  # noqa: F401  (re-exported)
+from densekit.training.mining import MiningParams
 from densekit.training.run_config import StrictConfig
 
 _Strict = StrictConfig
@@ -80,13 +81,32 @@ class MiningConfig(_Strict):
         description="queries left with too few negatives get random corpus documents (none: they are dropped when data.num_negatives > 0)",
     )
     reuse: str | None = Field(None, description="load this mined JSONL instead of mining again")
+
     batch_size: PositiveInt | None = Field(None, description="encoding batch size (default: the batch_size setting, DENSEKIT_BATCH_SIZE)")
 
-    @model_validator(mode="after")
-    def _window(self):
-        if self.rank_end <= self.rank_start:
-            raise ValueError(f"rank_end ({self.rank_end}) must be greater than rank_start ({self.rank_start})")
-        return self
+    def params(self, seed: int) -> MiningParams:
+        """The miner's parameters for this section; `seed` is the run's, so a re-run mines the same negatives."""
+        return MiningParams(
+            self.rank_start,
+            self.rank_end,
+            self.margin,
+            self.num_negatives,
+            self.sampling,
+            seed,
+            self.fill_short,
+            relative_margin=self.relative_margin,
+            max_score=self.max_score,
+            positive_reference=self.positive_reference,
+        )
+
+    @field_validator("rank_end")
+    @classmethod
+    def _window(cls, rank_end: int, info: ValidationInfo) -> int:
+        # a field validator, so the error names rank_end (the YAML key, or --rank-end on the command line)
+        rank_start = info.data.get("rank_start")
+        if rank_start is not None and rank_end <= rank_start:
+            raise ValueError(f"rank_end ({rank_end}) must be greater than rank_start ({rank_start})")
+        return rank_end
 
 
 class LossConfig(_Strict):

@@ -62,33 +62,31 @@ def mine(
     from densekit.data import load_beir
     from densekit.encoder import Encoder
     from densekit.errors import ConfigError
-    from densekit.training.mining import MiningParams, mine_hard_negatives, write_mined
+    from densekit.training.biencoder_config import MiningConfig
+    from densekit.training.mining import mine_hard_negatives, write_mined
     from densekit.training.pairs_data import pairs_from_beir
+    from densekit.training.run_config import validate_config
 
-    if rank_end <= rank_start:
-        raise ConfigError("--rank-end", f"must be greater than --rank-start ({rank_start})")
-    if sampling not in ("random", "top"):
-        raise ConfigError("--sampling", "use random or top")
-    if positive_reference not in ("best", "weakest"):
-        raise ConfigError("--positive-reference", "use best or weakest")
     try:
         absolute = None if margin.strip().lower() in ("none", "off") else float(margin)
     except ValueError:
         raise ConfigError("--margin", f"a number or 'none', got {margin!r}") from None
-    if relative_margin is not None and not 0 <= relative_margin <= 1:
-        raise ConfigError("--relative-margin", f"must be in [0, 1], got {relative_margin}")
-    params = MiningParams(
-        rank_start,
-        rank_end,
-        absolute,
-        num_negatives,
-        sampling,
-        seed,
-        fill_short,
-        relative_margin=relative_margin,
-        max_score=max_score,
-        positive_reference=positive_reference,
-    )
+    flags = {
+        "rank_start": rank_start,
+        "rank_end": rank_end,
+        "margin": absolute,
+        "relative_margin": relative_margin,
+        "max_score": max_score,
+        "positive_reference": positive_reference,
+        "num_negatives": num_negatives,
+        "sampling": sampling,
+        "fill_short": fill_short,
+    }
+    try:
+        params = validate_config(MiningConfig, flags, "the command line").params(seed)
+    except ConfigError as exc:
+        # the config names its fields as YAML keys; on the command line they are flags
+        raise ConfigError("--" + exc.field.replace("_", "-"), exc.message) from None
     ds = load_beir(resolve_data(data), split)
     enc = Encoder.from_settings(model=model, device=device)
     pairs, stats = mine_hard_negatives(enc, ds, pairs_from_beir(ds, seed=seed), params)

@@ -44,22 +44,11 @@ class Mine(Stage):
         from densekit.data import load_beir
         from densekit.encoder import Encoder
         from densekit.models import resolve_encoder_name
-        from densekit.training.mining import MiningParams, mine_hard_negatives, write_mined
+        from densekit.training.mining import mine_hard_negatives, write_mined
         from densekit.training.pairs_data import pairs_from_beir
 
         mc, bi = ctx.stages.mine, ctx.stages.biencoder
-        params = MiningParams(
-            mc.rank_start,
-            mc.rank_end,
-            mc.margin,
-            mc.num_negatives,
-            mc.sampling,
-            bi.seed,
-            mc.fill_short,
-            relative_margin=mc.relative_margin,
-            max_score=mc.max_score,
-            positive_reference=mc.positive_reference,
-        )
+        params = mc.params(bi.seed)
         encoder = Encoder.from_settings(
             ctx.settings,
             model=resolve_encoder_name(self._model(ctx)),

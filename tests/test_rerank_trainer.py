@@ -205,8 +205,9 @@ def test_cross_encoder_run_resumes_from_its_checkpoint(tmp_path, tiny_st_model_d
 
 @pytest.mark.slow
 def test_two_process_ddp_llm_reranker_run_saves_once_and_loads(tmp_path, tiny_llm_dir):
-    """`torchrun --nproc_per_node 2 ... train reranker` on CPU (gloo): both processes train
-    on their share of each step, only rank 0 writes the model folder, the logs and the summary."""
+    """`accelerate launch --num_processes 2 ... train reranker` on CPU (gloo): both processes
+    train on their share of each step, only rank 0 writes the model folder, the logs and the
+    summary. (The bi-encoder's DDP test launches with torchrun, so both launchers are covered.)"""
     import subprocess
 
     from conftest import free_port
@@ -215,7 +216,10 @@ def test_two_process_ddp_llm_reranker_run_saves_once_and_loads(tmp_path, tiny_ll
 
     out = tmp_path / "ddp"
     cfg = _run_yaml(tmp_path, tiny_llm_dir, out, max_steps=3, save_steps=2)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    # --multi_gpu is accelerate's torch.distributed launcher; with no GPU the processes train on
+    # the CPU over gloo. (`--cpu --num_processes 2` would need mpirun and starts one process.)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
     cmd += ["-m", "densekit.cli.main", "train", "reranker", "--config", str(cfg), "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -34,7 +34,7 @@ run: demo-index
 # -P (safe path): the repository root never joins sys.path, so tests import the installed
 # densekit and a stray top-level `eval`/`index` folder can never stand in for it.
 test: check
-	$(PY) -P -m pytest -q -rs $(PYTEST_ARGS)
+	$(PY) -P -m pytest -q -rs --durations=25 $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -P -m pytest -q -m "not slow" $(PYTEST_ARGS)

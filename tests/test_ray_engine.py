@@ -13,8 +13,10 @@ from densekit.index.embeddings_store import EmbeddingsFolder
 
 pytestmark = pytest.mark.slow
 
-DOCS = 200
-SHARD_SIZE = 64
+# four shards, one re-encoded on resume: enough to show order, resume and equality, small enough
+# that the two engines' model loads, not the encoding, are most of the time
+DOCS = 64
+SHARD_SIZE = 16
 
 
 @pytest.fixture(scope="module")

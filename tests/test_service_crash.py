@@ -52,7 +52,7 @@ def test_kill_9_during_upserts_loses_no_acknowledged_write(tmp_path, tiny_st_mod
     index = build_index(tiny_st_model_dir, tmp_path / "index", lexical=lexical)
     acked: dict[str, str | None] = {}
     log = tmp_path / "server.log"
-    for cycle in range(3):
+    for cycle in range(2):
         # Small snapshot interval: kills land before, during and after snapshots too.
         server = ServerProcess("--index", str(index), "--snapshot-every", "5", log_path=log)
         server.wait_ready()

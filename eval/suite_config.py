@@ -160,5 +160,5 @@ def load_suite_config(path: str | Path) -> SuiteConfig:
     p = Path(path)
     data = read_yaml_file(p, what="evaluation config")
     if not isinstance(data, dict):
-        raise ConfigError("config", f"{p} must hold a mapping with 'datasets' and 'configurations'")
+        raise ConfigError("--config", f"{p} must hold a mapping with 'datasets' and 'configurations'")
     return suite_from_dict(data)

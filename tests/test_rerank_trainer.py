@@ -205,7 +205,7 @@ def test_cross_encoder_run_resumes_from_its_checkpoint(tmp_path, tiny_st_model_d
 
 @pytest.mark.slow
 def test_two_process_ddp_llm_reranker_run_saves_once_and_loads(tmp_path, tiny_llm_dir):
-    """`accelerate launch --num_processes 2 ... train reranker` on CPU (gloo): both processes
+    """`accelerate launch --multi_gpu --num_processes 2 ... train reranker` on CPU (gloo): both processes
     train on their share of each step, only rank 0 writes the model folder, the logs and the
     summary. (The bi-encoder's DDP test launches with torchrun, so both launchers are covered.)"""
     import subprocess

@@ -169,7 +169,8 @@ def test_bad_configs_fail_naming_the_field(tmp_path, tiny_beir):
     assert field_of({**good, "train": {"learning_rate": 0}}) == "train.learning_rate"
     assert field_of({**good, "train": {"bacth_size": 8}}) == "train.bacth_size"
     assert field_of({"data": good["data"]}) == "output_dir"
-    assert field_of({**good, "mining": {"rank_start": 50, "rank_end": 10}}) == "mining"
+    assert field_of({**good, "mining": {"rank_start": 50, "rank_end": 10}}) == "mining.rank_end"
+    assert field_of({**good, "mining": {"rank_start": 150}}) == "mining.rank_end"  # past the default end
     assert field_of({**good, "data": {"pairs": [str(tmp_path / "missing.jsonl")]}}, check=True) == "data.pairs.0"
     assert field_of({**good, "data": {"beir": str(tmp_path / "nowhere")}}, check=True) == "data.beir"
     assert field_of({**good, "data": {"beir": str(tiny_beir), "beir_split": "dev"}}, check=True) == "data.beir_split"

@@ -53,7 +53,8 @@ class DataConfig(PooledDataConfig):
 class MiningConfig(_Strict):
     enabled: bool = Field(False, description="mine hard negatives for the BEIR pairs with the base model before training")
     rank_start: int = Field(10, ge=0, description="first rank (0-based) of the window negatives are drawn from")
-    rank_end: int = Field(100, ge=1, description="end (exclusive) of the rank window")
+    # validate_default: a rank_start past the default end must fail even when rank_end is left out
+    rank_end: int = Field(100, ge=1, validate_default=True, description="end (exclusive) of the rank window")
     margin: float | None = Field(
         0.05,
         ge=0,
@@ -81,7 +82,6 @@ class MiningConfig(_Strict):
         description="queries left with too few negatives get random corpus documents (none: they are dropped when data.num_negatives > 0)",
     )
     reuse: str | None = Field(None, description="load this mined JSONL instead of mining again")
-
     batch_size: PositiveInt | None = Field(None, description="encoding batch size (default: the batch_size setting, DENSEKIT_BATCH_SIZE)")
 
     def params(self, seed: int) -> MiningParams:

@@ -83,7 +83,7 @@ def mine(
         "fill_short": fill_short,
     }
     try:
-        params = validate_config(MiningConfig, flags, "the command line").params(seed)
+        params = validate_config(MiningConfig, flags).params(seed)
     except ConfigError as exc:
         # the config names its fields as YAML keys; on the command line they are flags
         raise ConfigError("--" + exc.field.replace("_", "-"), exc.message) from None

@@ -29,8 +29,6 @@ def write_training_log(log_history: Iterable[dict[str, Any]], path: str | Path) 
 def plot_loss_curve(log_history: list[dict[str, Any]], path: str | Path, title: str = "training loss", smooth: int = 0) -> Path | None:
     """PNG of loss per step (raw, plus a moving average of `smooth` steps when > 1).
     Returns None when the history holds no loss."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers
@@ -55,20 +53,13 @@ def plot_loss_curve(log_history: list[dict[str, Any]], path: str | Path, title: 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
-    return Path(path)
+    return _save_png(fig, path)
 
 
 def plot_learning_curve(curve: dict[str, Any], path: str | Path, title: str = "") -> Path | None:
     """PNG of a dev metric per step: one line per dataset, the pooled value in bold, and each
     dataset's first stage as a dashed line of the same colour (what reranking has to beat).
     `curve` is a learning_curve.json mapping; returns None when it has no point."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,6 +84,15 @@ def plot_learning_curve(curve: dict[str, Any], path: str | Path, title: str = ""
     ax.set_title(title or f"dev {metric} (top-{curve.get('top_n', '?')} reranked)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    return _save_png(fig, path)
+
+
+def _save_png(fig, path: str | Path) -> Path:
+    """Render `fig` to PNG in memory and write it atomically (a half-written plot never lands)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -163,3 +163,14 @@ def test_gpu_compare_checks_ndcg_agreement(tmp_path):
     bad = runner.invoke(app, ["bench", "gpu", "compare", str(gpu), str(cpu), "--tol", "0.0005"])
     assert bad.exit_code == 4
     assert json.loads(bad.output.strip().splitlines()[-1].split(" ", 1)[1])["abs_delta"] == pytest.approx(0.0011)
+
+
+@pytest.mark.parametrize("server_s", [None, 1, 5, 75])
+def test_load_client_drops_idle_connections_before_the_server_does(server_s):
+    # Equal expiries race: the client reuses a connection in the instant the server closes it,
+    # and the load run counts a transport failure the server did not cause.
+    from densekit.bench.load import SERVER_KEEPALIVE_DEFAULT_S, client_keepalive_expiry
+
+    info = None if server_s is None else {"limits": {"keep_alive_timeout_s": server_s}}
+    expiry = client_keepalive_expiry(info)
+    assert 0 < expiry < (server_s or SERVER_KEEPALIVE_DEFAULT_S)

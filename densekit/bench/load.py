@@ -24,9 +24,12 @@ import numpy as np
 
 from densekit.bench.servers import LOOPBACK, free_port, open_log, serve_command, stop, wait_ready
 from densekit.errors import InvalidInputError
+from densekit.settings import Settings
 
 DEFAULT_MIX = "search=3,search_rerank=1,rerank=1,embed=3"
 KINDS = ("search", "search_rerank", "rerank", "embed")
+# For a server whose /info does not say (an older densekit, another TEI-style server).
+SERVER_KEEPALIVE_DEFAULT_S = float(Settings.model_fields["keep_alive_timeout_s"].default)
 
 
 @dataclass
@@ -225,6 +228,18 @@ def spawn_server(opts: LoadOptions, port: int) -> subprocess.Popen:
     return subprocess.Popen(serve_command(port, *extra), stdout=subprocess.DEVNULL, stderr=open_log(opts.server_log))
 
 
+def client_keepalive_expiry(info: dict | None) -> float:
+    """Seconds the load client keeps an idle connection: half the server's keep-alive timeout.
+
+    httpx's default (5 s) equals uvicorn's, so a connection idle for just under 5 s can be
+    reused at the moment the server closes it; the request then fails with "Server
+    disconnected" although the server did nothing wrong. Expiring first on the client side
+    keeps such failures out of the count, so a transport error in the result is the server's.
+    """
+    server_s = ((info or {}).get("limits") or {}).get("keep_alive_timeout_s") or SERVER_KEEPALIVE_DEFAULT_S
+    return max(0.5, float(server_s) / 2)
+
+
 async def _drive(args: LoadOptions, url: str) -> dict:
     texts = sentences(args.data_dir)
     mix = parse_mix(args.mix)
@@ -237,7 +252,9 @@ async def _drive(args: LoadOptions, url: str) -> dict:
     except Exception:
         info = None
     stats = Stats()
-    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
+    limits = httpx.Limits(
+        max_connections=args.clients, max_keepalive_connections=args.clients, keepalive_expiry=client_keepalive_expiry(info)
+    )
     async with httpx.AsyncClient(base_url=url, timeout=args.timeout, limits=limits) as client:
         # Warm-up (not counted): first forward passes allocate.
         warm = Stats()

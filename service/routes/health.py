@@ -41,6 +41,7 @@ LIMIT_FIELDS = (
     "max_metadata_bytes",
     "max_metadata_depth",
     "max_response_bytes",
+    "keep_alive_timeout_s",
 )
 
 

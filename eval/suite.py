@@ -454,13 +454,21 @@ def evaluate_datasets(
 
 def write_cell(out_dir: Path, cell: CellResult, dataset: DatasetRun, suite: SuiteConfig) -> Path:
     """One run's report folder: run.trec, metrics.json, per_query.csv, report.md, and for a
-    reranked configuration per_query_first_stage.csv (the first stage on the same candidates)."""
+    reranked configuration per_query_first_stage.csv (the first stage on the same candidates)
+    and run_rrf.trec / per_query_rrf.csv (the RRF fusion of both stages), so either stage can be
+    compared with any other run (`densekit eval compare`)."""
     info = run_info(cell, dataset.spec.split, suite.top_k, suite.calibration_depth, dataset.counts, {"load_data_s": dataset.load_s})
     write_report(out_dir, cell.metrics, cell.per_query, cell.run, info)
     if cell.rerank is not None:
         from densekit.atomic import write_text_atomic
 
         write_text_atomic(Path(out_dir) / "per_query_first_stage.csv", per_query_csv(cell.rerank.per_query_first))
+    if cell.fused is not None:
+        from densekit.atomic import write_text_atomic
+        from densekit.eval.trec import write_run
+
+        write_run(Path(out_dir) / "run_rrf.trec", cell.fused.run_reranked, tag="densekit-rerank-rrf")
+        write_text_atomic(Path(out_dir) / "per_query_rrf.csv", per_query_csv(cell.fused.per_query_reranked))
     return Path(out_dir)
 
 

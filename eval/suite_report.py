@@ -61,7 +61,8 @@ def per_query_long_csv(cells: dict[str, dict[str, Any]]) -> str:
 
 
 def significance_tests(cells, names: list[str], metric: str) -> dict[str, dict[str, dict]]:
-    """Each configuration against the first one, per dataset, on per-query `metric`."""
+    """Each configuration against the first one, per dataset, on per-query `metric`; a reranked
+    configuration's RRF fusion of both stages is tested too, as "<name> (RRF)"."""
     out: dict[str, dict[str, dict]] = {}
     if len(names) < 2:
         return out
@@ -73,9 +74,14 @@ def significance_tests(cells, names: list[str], metric: str) -> dict[str, dict[s
         for cname in names[1:]:
             if cname not in by_cfg:
                 continue
-            b = {q: v[metric] for q, v in by_cfg[cname].per_query.items() if metric in v}
-            if a and b:
-                out.setdefault(dname, {})[cname] = compare_paired(a, b, metric).to_dict()
+            cell = by_cfg[cname]
+            variants = [(cname, cell.per_query)]
+            if cell.fused is not None:
+                variants.append((f"{cname} (RRF)", cell.fused.per_query_reranked))
+            for label, per_query in variants:
+                b = {q: v[metric] for q, v in per_query.items() if metric in v}
+                if a and b:
+                    out.setdefault(dname, {})[label] = compare_paired(a, b, metric).to_dict()
     return out
 
 

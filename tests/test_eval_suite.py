@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -253,6 +254,11 @@ def test_reranked_configuration_reports_both_stages(tiny_beir, tiny_st_model_dir
     assert r.exit_code != 0 and "configurations.1.reranker" in str(r.exception) and not (tmp_path / "o2").exists()
 
 
+def _ndcg10_by_query(per_query_csv: Path) -> dict[str, float]:
+    with per_query_csv.open(newline="") as fh:
+        return {row["qid"]: float(row["ndcg@10"]) for row in csv.DictReader(fh)}
+
+
 def test_one_dataset_alone_and_in_a_suite_gives_identical_numbers(tiny_beir, tiny_st_model_dir, tiny_ce_dir, tmp_path):
     """`densekit eval --data D --rerank R` and a suite with the same dataset and reranker go
     through one evaluation path: the same first-stage, reranked and RRF numbers, per query too."""
@@ -296,6 +302,16 @@ def test_one_dataset_alone_and_in_a_suite_gives_identical_numbers(tiny_beir, tin
     assert read_run(single / "rerank" / "run.trec") == read_run(rr_dir / "run.trec")
     assert (single / "rerank" / "per_query.csv").read_text() == (rr_dir / "per_query.csv").read_text()
     assert (single / "rerank" / "per_query_first_stage.csv").read_text() == (rr_dir / "per_query_first_stage.csv").read_text()
+    # The fused stage is written beside it and tested against the baseline like the others.
+    assert read_run(single / "rerank-rrf" / "run.trec") == read_run(rr_dir / "run_rrf.trec")
+    assert (single / "rerank-rrf" / "per_query.csv").read_text() == (rr_dir / "per_query_rrf.csv").read_text()
+    tests = json.loads((tmp_path / "suite" / "suite.json").read_text())["significance"]["tests"]["tiny"]
+    assert set(tests) == {"dense+ce", "dense+ce (RRF)"}
+    base, fused = (_ndcg10_by_query(path) for path in (dense_dir / "per_query.csv", rr_dir / "per_query_rrf.csv"))
+    shared = sorted(set(base) & set(fused))
+    assert tests["dense+ce (RRF)"]["mean_diff"] == pytest.approx(
+        sum(fused[q] - base[q] for q in shared) / len(shared), abs=1e-5
+    )  # the CSV keeps 6 decimals
     # Some relevant document sits outside the candidates, so a protocol that scored it (or
     # kept the first stage's full top_k) would give other first-stage and AUC numbers.
     assert res["dense+ce"]["first_stage"]["recall@100"] < res["dense"]["metrics"]["recall@100"]

@@ -37,6 +37,7 @@ class CellResult:
     roc: tuple[np.ndarray, np.ndarray] | None = None  # (fpr, tpr) of the pooled pairs
     rerank: RerankOutcome | None = None
     fused: RerankOutcome | None = None  # RRF(first stage, reranked) on the same candidates
+    positive_scores: dict[str, dict[str, float]] | None = None  # exact scores of judged-relevant documents, when known
 
 
 def safe_name(name: str) -> str:

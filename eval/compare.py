@@ -100,9 +100,9 @@ def load_per_query(source: str | Path, qrels: str | Path | None = None, split: s
     if qrels is None:
         raise InvalidInputError(f"{p} looks like a TREC run file: pass --qrels (a qrels TSV or BEIR folder) to score it")
     from densekit.eval.evaluate import score_run
-    from densekit.eval.trec import read_run
+    from densekit.eval.trec import read_positive_scores, read_run
 
-    _, per_query = score_run(load_qrels(qrels, split), read_run(p), auc_negatives=auc_negatives)
+    _, per_query = score_run(load_qrels(qrels, split), read_run(p), read_positive_scores(p), auc_negatives=auc_negatives)
     return per_query
 
 
@@ -141,12 +141,14 @@ def compare_global_auc(
     seed: int = 0,
     auc_negatives: int = 500,
 ) -> AucBootstrap:
-    """Paired bootstrap over queries of the two runs' global ROC-AUC difference (B - A)."""
+    """Paired bootstrap over queries of the two runs' global ROC-AUC difference (B - A); a run
+    with exact positive scores beside it (eval/trec.py) uses them, as its report did."""
     from densekit.eval.auc import collect_pairs
-    from densekit.eval.trec import read_run
+    from densekit.eval.trec import read_positive_scores, read_run
 
     judged = load_qrels(qrels, split)
-    pairs = [collect_pairs(judged, read_run(run_file(r)), None, auc_negatives) for r in (run_a, run_b)]
+    files = [run_file(r) for r in (run_a, run_b)]
+    pairs = [collect_pairs(judged, read_run(f), read_positive_scores(f), auc_negatives) for f in files]
     return bootstrap_global_auc(pairs[0], pairs[1], resamples, seed)
 
 

@@ -19,6 +19,7 @@ class EvalOutcome:
     per_query: dict[str, dict[str, float]]
     run: Run
     timings: dict[str, float] = field(default_factory=dict)
+    positive_scores: dict[str, dict[str, float]] | None = None  # exact scores of judged-relevant documents
 
 
 def retrieve(index, encoder, queries: dict[str, str], top_k: int = 1000, search_params: dict | None = None, batch: int = 256):
@@ -91,7 +92,7 @@ def evaluate_index(
     pos = exact_positive_scores(index, list(dataset.queries), qvecs, dataset.qrels)
     metrics, per_query = score_run(dataset.qrels, run, pos, ignore_identical_ids=ignore_identical_ids, auc_negatives=auc_negatives)
     timings["metrics_s"] = time.perf_counter() - t0
-    return EvalOutcome(metrics, per_query, run, timings)
+    return EvalOutcome(metrics, per_query, run, timings, pos)
 
 
 def evaluate_encoder(encoder, dataset, top_k: int = 1000, ignore_identical_ids: bool = False, progress: bool = True) -> EvalOutcome:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from densekit.atomic import write_json_atomic, write_text_atomic
-from densekit.eval.trec import Run, write_run
+from densekit.eval.trec import Run, write_positive_scores, write_run
 
 # The metrics every report, table and console summary leads with (the one list of them).
 HEADLINE = ("ndcg@10", "ndcg@100", "recall@10", "recall@100", "mrr@10", "map@100", "auc_global", "auc_per_query")
@@ -20,12 +20,21 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_report(
-    out_dir: str | Path, metrics: dict[str, Any], per_query: dict[str, dict[str, float]], run: Run | None, info: dict[str, Any]
+    out_dir: str | Path,
+    metrics: dict[str, Any],
+    per_query: dict[str, dict[str, float]],
+    run: Run | None,
+    info: dict[str, Any],
+    positive_scores: dict[str, dict[str, float]] | None = None,
 ) -> Path:
+    """The report folder; `positive_scores` (exact scores of judged-relevant documents, which
+    the AUC metrics used) go beside run.trec so the run file alone reproduces them."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if run is not None:
         write_run(out / "run.trec", run)
+        if positive_scores:
+            write_positive_scores(out / "run.trec", positive_scores)
     write_json_atomic(out / "metrics.json", {**info, "metrics": metrics})
     write_text_atomic(out / "per_query.csv", per_query_csv(per_query))
     write_text_atomic(out / "report.md", markdown_report(metrics, info))

@@ -310,6 +310,7 @@ def evaluate_cell(
         metrics, per_query = score_run(ds.qrels, run, pos, auc_negatives=suite.auc_negatives)
         pairs = collect_pairs(ds.qrels, run, pos, suite.auc_negatives)
         cell = _scored_cell(label, name, suite, ds.qrels, metrics, per_query, run, pairs, info)
+        cell.positive_scores = pos or None
     else:
         outcome = _rerank(res, ds, label, cfg, suite, run, endpoint_concurrency, ignore_identical_ids)
         info.update(
@@ -458,7 +459,7 @@ def write_cell(out_dir: Path, cell: CellResult, dataset: DatasetRun, suite: Suit
     and run_rrf.trec / per_query_rrf.csv (the RRF fusion of both stages), so either stage can be
     compared with any other run (`densekit eval compare`)."""
     info = run_info(cell, dataset.spec.split, suite.top_k, suite.calibration_depth, dataset.counts, {"load_data_s": dataset.load_s})
-    write_report(out_dir, cell.metrics, cell.per_query, cell.run, info)
+    write_report(out_dir, cell.metrics, cell.per_query, cell.run, info, cell.positive_scores)
     if cell.rerank is not None:
         from densekit.atomic import write_text_atomic
 

@@ -1,4 +1,12 @@
-"""TREC run files: `qid Q0 docid rank score tag`, one line per retrieved document."""
+"""TREC run files: `qid Q0 docid rank score tag`, one line per retrieved document, and their
+positive-score sidecars.
+
+A run holds scores of retrieved documents only. A dense first stage also knows the exact score
+of every judged-relevant document it did not retrieve, which the global ROC-AUC needs (a
+relevant document ranked below the cut-off is not the same as one scored below everything);
+`write_positive_scores` keeps them beside the run (`run.trec` ->
+`run.positive_scores.tsv`: `qid<TAB>docid<TAB>score`) so a later `densekit eval compare` on the
+run file computes the same AUC as the report that wrote it."""
 
 from __future__ import annotations
 
@@ -8,7 +16,18 @@ from densekit.atomic import write_text_atomic
 from densekit.errors import DataFormatError, DatasetNotFoundError
 from densekit.runs import Run, trec_order, truncate_run
 
-__all__ = ["Run", "read_run", "trec_order", "truncate_run", "write_run"]
+__all__ = [
+    "Run",
+    "positive_scores_path",
+    "read_positive_scores",
+    "read_run",
+    "trec_order",
+    "truncate_run",
+    "write_positive_scores",
+    "write_run",
+]
+
+PositiveScores = dict[str, dict[str, float]]
 
 
 def write_run(path: str | Path, run: Run, tag: str = "densekit") -> None:
@@ -37,3 +56,38 @@ def read_run(path: str | Path) -> Run:
             except ValueError:
                 raise DataFormatError(path, lineno, f"score is not a number: {score!r}") from None
     return run
+
+
+def positive_scores_path(run_path: str | Path) -> Path:
+    """Where the exact positive scores of the run at `run_path` live (run.trec ->
+    run.positive_scores.tsv): named after one run file, so a folder's other runs (a fused
+    stage, say) never pick up scores that are not theirs."""
+    return Path(run_path).with_suffix(".positive_scores.tsv")
+
+
+def write_positive_scores(run_path: str | Path, scores: PositiveScores) -> Path:
+    path = positive_scores_path(run_path)
+    lines = [f"{qid}\t{did}\t{score:.6f}" for qid in sorted(scores) for did, score in sorted(scores[qid].items())]
+    write_text_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
+    return path
+
+
+def read_positive_scores(run_path: str | Path) -> PositiveScores | None:
+    """The exact positive scores written beside the run at `run_path`, or None when it has none."""
+    path = positive_scores_path(run_path)
+    if not path.is_file():
+        return None
+    scores: PositiveScores = {}
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 3:
+                raise DataFormatError(path, lineno, f"expected 3 tab-separated columns 'qid docid score', got {len(parts)}")
+            qid, did, score = parts
+            try:
+                scores.setdefault(qid, {})[did] = float(score)
+            except ValueError:
+                raise DataFormatError(path, lineno, f"score is not a number: {score!r}") from None
+    return scores

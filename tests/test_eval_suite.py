@@ -317,3 +317,28 @@ def test_one_dataset_alone_and_in_a_suite_gives_identical_numbers(tiny_beir, tin
     assert res["dense+ce"]["first_stage"]["recall@100"] < res["dense"]["metrics"]["recall@100"]
     # The reranker changed something, so the equalities above compare two different stages.
     assert (rr_dir / "per_query.csv").read_text() != (rr_dir / "per_query_first_stage.csv").read_text()
+
+
+def test_eval_compare_on_a_run_file_gives_the_reports_global_auc(tiny_beir, tiny_st_model_dir, tmp_path):
+    """With top_k 2, judged-relevant documents fall outside the run: the report scores them
+    exactly, and `eval compare` on its run file must too (from the sidecar beside run.trec),
+    not place them below the run's lowest score."""
+    from densekit.eval.compare import compare_global_auc
+    from densekit.eval.trec import positive_scores_path, read_positive_scores
+
+    tiny_beir = shutil.copytree(tiny_beir, tmp_path / "data" / "tiny")
+    with (tiny_beir / "qrels" / "test.tsv").open("a") as fh:
+        fh.write("q1\td1\t1\nq2\td1\t1\n")  # relevant documents the tiny encoder ranks last
+    out = tmp_path / "dense"
+    args = ["eval", "--data", str(tiny_beir), "--model", str(tiny_st_model_dir), "--device", "cpu", "--top-k", "2", "--out", str(out)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    report_auc = json.loads((out / "metrics.json").read_text())["metrics"]["auc_global"]
+    sidecar = positive_scores_path(out / "run.trec")
+    exact = read_positive_scores(out / "run.trec")
+    judged = {("q1", "d3"), ("q2", "d5"), ("q3", "d2"), ("q1", "d1"), ("q2", "d1")}
+    assert exact is not None and {(q, d) for q, docs in exact.items() for d in docs} == judged
+
+    boot = compare_global_auc(out, out / "run.trec", tiny_beir, resamples=10)
+    assert boot.auc_a == pytest.approx(report_auc, abs=1e-6) and boot.auc_b == boot.auc_a
+    assert sidecar.is_file()

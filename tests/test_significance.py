@@ -231,3 +231,18 @@ def test_cli_compare_auc_bootstrap(tmp_path):
         app, ["eval", "compare", str(tmp_path / "good" / "per_query.csv"), str(tmp_path / "good"), "--auc-bootstrap", "50", "-m", "mrr@10"]
     )
     assert r.exit_code != 0 and "--qrels" in r.output + str(r.exception)
+
+
+def test_auc_bootstrap_uses_the_exact_positive_scores_beside_a_run(tmp_path):
+    """Relevant documents outside the run: with their exact scores (the sidecar the report
+    writes) p1 at 0.8 beats q2's negative at 0.5; without them both sit below every negative."""
+    from densekit.eval.compare import compare_global_auc
+    from densekit.eval.report import write_report
+
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\tp1\t1\nq2\tp2\t1\n")
+    run = {"q1": {"n1": 0.9}, "q2": {"n2": 0.5}}
+    write_report(tmp_path / "exact", {}, {}, run, {}, {"q1": {"p1": 0.8}, "q2": {"p2": 0.4}})
+    write_report(tmp_path / "bare", {}, {}, run, {})
+    boot = compare_global_auc(tmp_path / "bare", tmp_path / "exact" / "run.trec", qrels, resamples=20)
+    assert boot.auc_a == pytest.approx(0.0) and boot.auc_b == pytest.approx(0.25)

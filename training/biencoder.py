@@ -104,7 +104,7 @@ def _evaluate(model_path: str, dataset, cfg: BiEncoderRunConfig, device: str, ou
         "timings_s": {k: round(v, 3) for k, v in outcome.timings.items()},
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    write_report(out, outcome.metrics, outcome.per_query, outcome.run, info)
+    write_report(out, outcome.metrics, outcome.per_query, outcome.run, info, outcome.positive_scores)
     return {k: float(outcome.metrics[k]) for k in outcome.metrics if isinstance(outcome.metrics[k], (int, float))}
 
 

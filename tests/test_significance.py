@@ -246,3 +246,6 @@ def test_auc_bootstrap_uses_the_exact_positive_scores_beside_a_run(tmp_path):
     write_report(tmp_path / "bare", {}, {}, run, {})
     boot = compare_global_auc(tmp_path / "bare", tmp_path / "exact" / "run.trec", qrels, resamples=20)
     assert boot.auc_a == pytest.approx(0.0) and boot.auc_b == pytest.approx(0.25)
+    # A later run into the same folder without exact scores (a hybrid run, say) drops the sidecar.
+    write_report(tmp_path / "exact", {}, {}, run, {})
+    assert compare_global_auc(tmp_path / "exact", tmp_path / "exact", qrels, resamples=20).auc_a == pytest.approx(0.0)

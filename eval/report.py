@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from densekit.atomic import write_json_atomic, write_text_atomic
-from densekit.eval.trec import Run, positive_scores_path, write_positive_scores, write_run
+from densekit.eval.trec import Run, write_positive_scores, write_run
 
 # The metrics every report, table and console summary leads with (the one list of them).
 HEADLINE = ("ndcg@10", "ndcg@100", "recall@10", "recall@100", "mrr@10", "map@100", "auc_global", "auc_per_query")
@@ -32,10 +32,7 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if run is not None:
-        # An earlier run's sidecar goes first: a crash in between leaves a run without exact
-        # scores (its AUC falls back to the run alone), never a run with another run's scores.
-        positive_scores_path(out / "run.trec").unlink(missing_ok=True)
-        write_run(out / "run.trec", run)
+        write_run(out / "run.trec", run)  # removes an earlier run's sidecar first
         if positive_scores:
             write_positive_scores(out / "run.trec", positive_scores)
     write_json_atomic(out / "metrics.json", {**info, "metrics": metrics})

@@ -14,7 +14,10 @@ Layout of the multi-dataset report folder:
     config.yaml           the resolved configuration
     plots/                roc_<dataset>.png, recall_<dataset>.png, calibration_<dataset>_<config>.png
     runs/<dataset>/<config>/   run.trec, metrics.json, per_query.csv, report.md (one `densekit eval` report
-                          each; a reranked configuration adds per_query_first_stage.csv)
+                          each); run.trec.positive_scores.tsv when the first stage knows exact
+                          scores of judged-relevant documents (eval/trec.py); a reranked
+                          configuration adds per_query_first_stage.csv, and run_rrf.trec and
+                          per_query_rrf.csv for the RRF fusion of both stages
 
 First stages are shared: two configurations with the same first stage (one with a reranker)
 on the same dataset retrieve once.
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from densekit.atomic import write_text_atomic
 from densekit.data.folders import resolve_dataset_folder
 from densekit.errors import ConfigError, DatasetNotFoundError, ModelLoadError
 from densekit.eval.auc import collect_pairs
@@ -40,7 +44,7 @@ from densekit.eval.metrics import drop_identical_ids
 from densekit.eval.report import per_query_csv, write_report
 from densekit.eval.rerank import RerankOutcome, candidates, evaluate_rerank, fused_outcome, reranked_pairs, two_stage_outcome
 from densekit.eval.suite_config import DatasetSpec, RunConfig, SuiteConfig
-from densekit.eval.trec import Run
+from densekit.eval.trec import Run, write_run
 
 log = logging.getLogger(__name__)
 
@@ -460,16 +464,19 @@ def write_cell(out_dir: Path, cell: CellResult, dataset: DatasetRun, suite: Suit
     compared with any other run (`densekit eval compare`)."""
     info = run_info(cell, dataset.spec.split, suite.top_k, suite.calibration_depth, dataset.counts, {"load_data_s": dataset.load_s})
     write_report(out_dir, cell.metrics, cell.per_query, cell.run, info, cell.positive_scores)
+    folder = Path(out_dir)
+    # A configuration re-run under the same name without a reranker must not keep the files of
+    # its reranked run: they would sit beside a run.trec they do not describe.
     if cell.rerank is not None:
-        from densekit.atomic import write_text_atomic
-
-        write_text_atomic(Path(out_dir) / "per_query_first_stage.csv", per_query_csv(cell.rerank.per_query_first))
+        write_text_atomic(folder / "per_query_first_stage.csv", per_query_csv(cell.rerank.per_query_first))
+    else:
+        (folder / "per_query_first_stage.csv").unlink(missing_ok=True)
     if cell.fused is not None:
-        from densekit.atomic import write_text_atomic
-        from densekit.eval.trec import write_run
-
-        write_run(Path(out_dir) / "run_rrf.trec", cell.fused.run_reranked, tag="densekit-rerank-rrf")
-        write_text_atomic(Path(out_dir) / "per_query_rrf.csv", per_query_csv(cell.fused.per_query_reranked))
+        write_run(folder / "run_rrf.trec", cell.fused.run_reranked, tag="densekit-rerank-rrf")
+        write_text_atomic(folder / "per_query_rrf.csv", per_query_csv(cell.fused.per_query_reranked))
+    else:
+        for stale in ("run_rrf.trec", "per_query_rrf.csv"):
+            (folder / stale).unlink(missing_ok=True)
     return Path(out_dir)
 
 

@@ -5,11 +5,12 @@ A run holds scores of retrieved documents only. A dense first stage also knows t
 of every judged-relevant document it did not retrieve, which the global ROC-AUC needs (a
 relevant document ranked below the cut-off is not the same as one scored below everything);
 `write_positive_scores` keeps them beside the run (`run.trec` ->
-`run.positive_scores.tsv`: `qid<TAB>docid<TAB>score`) so a later `densekit eval compare` on the
-run file computes the same AUC as the report that wrote it."""
+`run.trec.positive_scores.tsv`: `qid<TAB>docid<TAB>score`) so a later `densekit eval compare`
+on the run file computes the AUC the report did (up to the 6 decimals both files keep)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from densekit.atomic import write_text_atomic
@@ -31,6 +32,10 @@ PositiveScores = dict[str, dict[str, float]]
 
 
 def write_run(path: str | Path, run: Run, tag: str = "densekit") -> None:
+    """Write `run` atomically; a positive-score sidecar of an earlier run at `path` is removed
+    first (whoever has exact scores for this run writes them after), so a crash in between
+    leaves a run without exact scores, never one with another run's."""
+    positive_scores_path(path).unlink(missing_ok=True)
     lines = []
     for qid in run:
         for rank, (did, score) in enumerate(trec_order(run[qid]), start=1):
@@ -60,9 +65,10 @@ def read_run(path: str | Path) -> Run:
 
 def positive_scores_path(run_path: str | Path) -> Path:
     """Where the exact positive scores of the run at `run_path` live (run.trec ->
-    run.positive_scores.tsv): named after one run file, so a folder's other runs (a fused
-    stage, say) never pick up scores that are not theirs."""
-    return Path(run_path).with_suffix(".positive_scores.tsv")
+    run.trec.positive_scores.tsv): named after the whole run file name, so no other run in the
+    folder (a fused stage, run.k100 beside run.k1000) picks up scores that are not its own."""
+    p = Path(run_path)
+    return p.with_name(p.name + ".positive_scores.tsv")
 
 
 def write_positive_scores(run_path: str | Path, scores: PositiveScores) -> Path:
@@ -87,7 +93,12 @@ def read_positive_scores(run_path: str | Path) -> PositiveScores | None:
                 raise DataFormatError(path, lineno, f"expected 3 tab-separated columns 'qid docid score', got {len(parts)}")
             qid, did, score = parts
             try:
-                scores.setdefault(qid, {})[did] = float(score)
+                value = float(score)
             except ValueError:
                 raise DataFormatError(path, lineno, f"score is not a number: {score!r}") from None
+            if not math.isfinite(value):
+                raise DataFormatError(path, lineno, f"score is not finite: {score!r}")
+            if did in scores.get(qid, {}):
+                raise DataFormatError(path, lineno, f"a second score for query {qid!r}, document {did!r}")
+            scores.setdefault(qid, {})[did] = value
     return scores

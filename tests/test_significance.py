@@ -249,3 +249,24 @@ def test_auc_bootstrap_uses_the_exact_positive_scores_beside_a_run(tmp_path):
     # A later run into the same folder without exact scores (a hybrid run, say) drops the sidecar.
     write_report(tmp_path / "exact", {}, {}, run, {})
     assert compare_global_auc(tmp_path / "exact", tmp_path / "exact", qrels, resamples=20).auc_a == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ("q1\td1", "3 tab-separated columns"),
+        ("q1\td1\tx", "not a number"),
+        ("q1\td1\tnan", "not finite"),
+        ("q1\td1\t0.5", "a second score"),
+    ],
+)
+def test_a_malformed_positive_score_sidecar_names_its_file_and_line(tmp_path, line, problem):
+    from densekit.errors import DataFormatError
+    from densekit.eval.trec import positive_scores_path, read_positive_scores, write_run
+
+    write_run(tmp_path / "run.trec", {"q1": {"d1": 1.0}})
+    sidecar = positive_scores_path(tmp_path / "run.trec")
+    sidecar.write_text(f"q1\td1\t0.5\n{line}\n")
+    with pytest.raises(DataFormatError, match=problem) as err:
+        read_positive_scores(tmp_path / "run.trec")
+    assert str(sidecar) in str(err.value) and ":2" in str(err.value)

@@ -229,15 +229,18 @@ def spawn_server(opts: LoadOptions, port: int) -> subprocess.Popen:
 
 
 def client_keepalive_expiry(info: dict | None) -> float:
-    """Seconds the load client keeps an idle connection: half the server's keep-alive timeout.
+    """Seconds the load client keeps an idle connection: half the server's keep-alive timeout,
+    and never more than half the default one.
 
     httpx's default (5 s) equals uvicorn's, so a connection idle for just under 5 s can be
     reused at the moment the server closes it; the request then fails with "Server
     disconnected" although the server did nothing wrong. Expiring first on the client side
     keeps such failures out of the count, so a transport error in the result is the server's.
+    The cap: behind Ray Serve the proxy's own timeout applies, not the one /info reports, and
+    a short expiry only costs the odd new connection.
     """
     server_s = ((info or {}).get("limits") or {}).get("keep_alive_timeout_s") or SERVER_KEEPALIVE_DEFAULT_S
-    return max(0.5, float(server_s) / 2)
+    return max(0.5, min(float(server_s), SERVER_KEEPALIVE_DEFAULT_S) / 2)
 
 
 async def _drive(args: LoadOptions, url: str) -> dict:

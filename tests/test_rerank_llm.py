@@ -144,3 +144,25 @@ def test_score_pairs_matches_per_query_scores(tiny_llm):
     single = [tiny_llm.score(q, [d])[0] for q, d in pairs]
     assert merged == pytest.approx(single, abs=1e-5)
     assert tiny_llm.score_pairs([]) == []
+
+
+def test_shared_query_prefix_gives_the_whole_prompts_logits(tiny_llm):
+    # logits() runs the query's prefix once; score_pairs() runs every whole prompt: they must agree
+    q = "what is dense retrieval?"
+    p = tiny_llm.prompt
+    prefix, suffixes = p.split_many(q, DOCS)
+    assert [prefix + s for s in suffixes] == p.encode_many(q, DOCS) == [p.encode(q, d) for d in DOCS]
+    shared = tiny_llm.logits(q, DOCS, batch_size=3)
+    whole = tiny_llm._logits_of(p.encode_many(q, DOCS), batch_size=1)
+    assert shared.shape == (len(DOCS), 2)
+    assert shared.flatten().tolist() == pytest.approx(whole.flatten().tolist(), rel=1e-4, abs=1e-5)
+    assert tiny_llm.score(q, DOCS, batch_size=4) == pytest.approx(tiny_llm.score_pairs([(q, d) for d in DOCS]), abs=1e-5)
+
+
+def test_throughput_bench_times_the_llm_with_and_without_the_shared_prefix(tiny_beir, tiny_llm_dir):
+    from densekit.bench.rerank import ThroughputOptions, rerank_throughput
+
+    rows = list(rerank_throughput(ThroughputOptions(tiny_beir, llm=[str(tiny_llm_dir)], pairs=4, repeats=2, batch_size=2)))
+    assert [r["query_prefix"] for r in rows] == ["shared", "per document"]
+    for r in rows:
+        assert r["pairs"] == 4 and len(r["times_s"]) == 2 and r["pairs_per_s"] > 0

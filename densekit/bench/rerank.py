@@ -28,7 +28,9 @@ class ThroughputOptions:
 
 def rerank_throughput(opts: ThroughputOptions) -> Iterator[dict]:
     """One row per system x max_length x dtype: median seconds of `repeats` timed passes over the
-    same pairs (the first judged test query x the first `pairs` corpus documents), after one warm-up."""
+    same pairs (the first judged test query x the first `pairs` corpus documents), after one warm-up.
+    An LLM reranker gets two rows, its query prefix computed once per query ("shared") and once per
+    document ("per document"), timed in alternation so their ratio is measured side by side."""
     from densekit.data import load_beir
     from densekit.data.beir import document_text
     from densekit.rerankers import load_reranker
@@ -44,23 +46,29 @@ def rerank_throughput(opts: ThroughputOptions) -> Iterator[dict]:
             rr = load_reranker(name, kind=kind, device="cpu", max_length=ml, dtype=dt)
             toks = rr.count_tokens(query, docs)
             rr.score(query, docs[: opts.batch_size], batch_size=opts.batch_size)  # warm-up
-            times = []
+            prefixes = {"shared": True, "per document": False} if kind == "llm" else {"n/a": None}
+            times: dict[str, list[float]] = {p: [] for p in prefixes}
             for _ in range(opts.repeats):
-                t = time.perf_counter()
-                rr.score(query, docs, batch_size=opts.batch_size)
-                times.append(time.perf_counter() - t)
-            med = statistics.median(times)
-            yield {
-                "system": name,
-                "kind": kind,
-                "dtype": dt,
-                "max_length": rr.max_length,
-                "pairs": len(docs),
-                "mean_tokens": sum(toks) / len(toks),
-                "median_s": round(med, 3),
-                "pairs_per_s": round(len(docs) / med, 2),
-                "times_s": [round(x, 3) for x in times],
-            }
+                for label, share in prefixes.items():
+                    if share is not None:
+                        rr.share_prefix = share
+                    t = time.perf_counter()
+                    rr.score(query, docs, batch_size=opts.batch_size)
+                    times[label].append(time.perf_counter() - t)
+            for label, ts in times.items():
+                med = statistics.median(ts)
+                yield {
+                    "system": name,
+                    "kind": kind,
+                    "dtype": dt,
+                    "max_length": rr.max_length,
+                    "query_prefix": label,
+                    "pairs": len(docs),
+                    "mean_tokens": sum(toks) / len(toks),
+                    "median_s": round(med, 3),
+                    "pairs_per_s": round(len(docs) / med, 2),
+                    "times_s": [round(x, 3) for x in ts],
+                }
 
 
 @dataclass

@@ -405,7 +405,8 @@ def rerank_throughput(
     max_length: list[int] = typer.Option(None, "--max-length", help="input token limit; repeatable (one row each)"),
     dtype: list[str] = typer.Option(None, "--dtype", help="float32 (default) and/or bfloat16 (CPUs with avx512_bf16); repeatable"),
 ) -> None:
-    """Pairs/s of each reranker on the same real pairs, one JSON line per system x max length x dtype."""
+    """Pairs/s of each reranker on the same real pairs, one JSON line per system x max length x dtype
+    (an LLM gets two: its query prefix shared by the documents, and recomputed per document)."""
     from densekit.bench.rerank import ThroughputOptions
     from densekit.bench.rerank import rerank_throughput as measure
 

@@ -77,6 +77,48 @@ def yes_no_logits_padded(model, input_ids, attention_mask, position_ids, yes_id:
     return last[:, [yes_id, no_id]]
 
 
+def prefix_keys_values(model, prefix: list[int]):
+    """Keys and values of every layer after `prefix` (one sequence), or None when the model's
+    cache is not plain full attention (sliding windows, recurrent state): those models are
+    scored on whole prompts instead."""
+    import torch
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    dev = next(model.parameters()).device
+    out = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True, logits_to_keep=1)
+    cache = out.cache
+    if not isinstance(cache, DynamicCache) or not all(type(layer) is DynamicLayer for layer in cache.layers):
+        return None
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def yes_no_logits_after_prefix(model, prefix_kv, prefix_len: int, suffixes: list[list[int]], yes_id: int, no_id: int, pad_id: int):
+    """(B, 2) [z_yes, z_no] of the prompts prefix + suffix, the prefix's keys and values
+    (`prefix_keys_values`) shared by the whole batch instead of recomputed per document.
+
+    Each suffix is left-padded *between* the prefix and its tokens; the padding is masked and
+    position ids continue from the prefix counting real tokens only, so every prompt sees the
+    same keys at the same positions as when it is scored whole (`yes_no_logits`)."""
+    import torch
+    from transformers.cache_utils import DynamicCache
+
+    ids, mask, pos = pad_left(suffixes, pad_id)
+    b = len(suffixes)
+    dev = next(model.parameters()).device
+    # expand() is a view; the model's forward appends the suffix with torch.cat, never in place.
+    cache = DynamicCache(ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in prefix_kv])
+    full_mask = torch.cat([torch.ones((b, prefix_len), dtype=mask.dtype), mask], dim=1)
+    out = model(
+        input_ids=ids.to(dev),
+        attention_mask=full_mask.to(dev),
+        position_ids=(pos + prefix_len).to(dev),
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return out.logits[:, -1, :].float()[:, [yes_id, no_id]]
+
+
 def read_meta(folder: Path) -> dict:
     f = folder / META_FILE
     if not f.is_file():
@@ -100,6 +142,7 @@ class LLMReranker:
         score_mode: str = "yes_no",
         batch_size: int = 8,
         max_doc_tokens: int | None = None,
+        share_prefix: bool = True,
     ):
         if score_mode not in SCORE_MODES:
             raise ConfigError("score", f"unknown score mode '{score_mode}' (use {', '.join(SCORE_MODES)})")
@@ -109,6 +152,8 @@ class LLMReranker:
         self.max_length = int(max_length)
         self.score_mode = score_mode
         self.batch_size = batch_size
+        # False scores whole prompts: the reference path, and what the throughput bench compares with.
+        self.share_prefix = share_prefix
         self.prompt = YesNoPrompt(tokenizer, instruction=instruction, max_length=self.max_length, max_doc_tokens=max_doc_tokens)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else (tokenizer.eos_token_id or 0))
@@ -167,8 +212,30 @@ class LLMReranker:
         return [len(x) for x in self.prompt.encode_many(query, documents)]
 
     def logits(self, query: str, documents: list[str], batch_size: int | None = None):
-        """(N, 2) float tensor [z_yes, z_no] per document, in input order."""
-        return self._logits_of(self.prompt.encode_many(query, documents), batch_size)
+        """(N, 2) float tensor [z_yes, z_no] per document, in input order.
+
+        The documents of one query share the prompt up to the end of the query, so that part
+        goes through the model once and each batch only computes the documents' tokens."""
+        import torch
+
+        prefix, suffixes = self.prompt.split_many(query, documents)
+        if not suffixes:
+            return torch.empty((0, 2))
+        with torch.inference_mode():
+            kv = prefix_keys_values(self.model, prefix) if self.share_prefix and len(suffixes) > 1 else None
+        if kv is None:
+            return self._logits_of([prefix + s for s in suffixes], batch_size)
+        order = sorted(range(len(suffixes)), key=lambda i: -len(suffixes[i]))
+        bs = batch_size or self.batch_size
+        out = torch.empty((len(suffixes), 2))
+        with torch.inference_mode():
+            for s in range(0, len(order), bs):
+                idx = order[s : s + bs]
+                z = yes_no_logits_after_prefix(
+                    self.model, kv, len(prefix), [suffixes[i] for i in idx], self.prompt.yes_id, self.prompt.no_id, self.pad_id
+                )
+                out[idx] = z.cpu()
+        return out
 
     def _logits_of(self, encoded: list[list[int]], batch_size: int | None = None):
         import torch

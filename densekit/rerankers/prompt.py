@@ -100,6 +100,13 @@ class YesNoPrompt:
         return p.head + q + p.mid + d + p.tail
 
     def encode_many(self, query: str, documents: list[str]) -> list[list[int]]:
+        prefix, suffixes = self.split_many(query, documents)
+        return [prefix + s for s in suffixes]
+
+    def split_many(self, query: str, documents: list[str]) -> tuple[list[int], list[list[int]]]:
+        """`encode_many` as the prefix every prompt of the query shares (system, instruction,
+        query) and one suffix per document (document, question, assistant turn), so the
+        prefix can go through the model once for all documents."""
         tok = self.tokenizer
         q = tok(query, add_special_tokens=False)["input_ids"]
         docs = tok(list(documents), add_special_tokens=False)["input_ids"] if documents else []
@@ -107,4 +114,4 @@ class YesNoPrompt:
         budget = self.max_length - len(p.head) - len(p.mid) - len(p.tail)
         q = q[: min(self.max_query_tokens, budget)]
         room = self._doc_room(budget - len(q))
-        return [p.head + q + p.mid + d[:room] + p.tail for d in docs]
+        return p.head + q, [p.mid + d[:room] + p.tail for d in docs]

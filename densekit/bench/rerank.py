@@ -34,6 +34,7 @@ def rerank_throughput(opts: ThroughputOptions) -> Iterator[dict]:
     from densekit.data import load_beir
     from densekit.data.beir import document_text
     from densekit.rerankers import load_reranker
+    from densekit.rerankers.llm import LLMReranker
 
     ds = load_beir(opts.data, "test")
     qid = next(iter(ds.qrels))
@@ -50,7 +51,7 @@ def rerank_throughput(opts: ThroughputOptions) -> Iterator[dict]:
             times: dict[str, list[float]] = {p: [] for p in prefixes}
             for _ in range(opts.repeats):
                 for label, share in prefixes.items():
-                    if share is not None:
+                    if isinstance(rr, LLMReranker) and share is not None:
                         rr.share_prefix = share
                     t = time.perf_counter()
                     rr.score(query, docs, batch_size=opts.batch_size)

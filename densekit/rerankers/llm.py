@@ -87,9 +87,14 @@ def prefix_keys_values(model, prefix: list[int]):
     dev = next(model.parameters()).device
     out = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True, logits_to_keep=1)
     cache = out.cache
-    if not isinstance(cache, DynamicCache) or not all(type(layer) is DynamicLayer for layer in cache.layers):
+    if not isinstance(cache, DynamicCache):
         return None
-    return [(layer.keys, layer.values) for layer in cache.layers]
+    kv = []
+    for layer in cache.layers:
+        if type(layer) is not DynamicLayer:  # exact type: subclasses (sliding window) keep less than the prefix
+            return None
+        kv.append((layer.keys, layer.values))
+    return kv
 
 
 def yes_no_logits_after_prefix(model, prefix_kv, prefix_len: int, suffixes: list[list[int]], yes_id: int, no_id: int, pad_id: int):

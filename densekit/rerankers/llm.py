@@ -230,19 +230,16 @@ class LLMReranker:
             kv = prefix_keys_values(self.model, prefix) if self.share_prefix and len(suffixes) > 1 else None
         if kv is None:
             return self._logits_of([prefix + s for s in suffixes], batch_size)
-        order = sorted(range(len(suffixes)), key=lambda i: -len(suffixes[i]))
-        bs = batch_size or self.batch_size
-        out = torch.empty((len(suffixes), 2))
-        with torch.inference_mode():
-            for s in range(0, len(order), bs):
-                idx = order[s : s + bs]
-                z = yes_no_logits_after_prefix(
-                    self.model, kv, len(prefix), [suffixes[i] for i in idx], self.prompt.yes_id, self.prompt.no_id, self.pad_id
-                )
-                out[idx] = z.cpu()
-        return out
+        yes, no, pad = self.prompt.yes_id, self.prompt.no_id, self.pad_id
+        return self._in_batches(suffixes, batch_size, lambda b: yes_no_logits_after_prefix(self.model, kv, len(prefix), b, yes, no, pad))
 
     def _logits_of(self, encoded: list[list[int]], batch_size: int | None = None):
+        """(N, 2) logits of whole prompts, in input order."""
+        yes, no, pad = self.prompt.yes_id, self.prompt.no_id, self.pad_id
+        return self._in_batches(encoded, batch_size, lambda b: yes_no_logits(self.model, b, yes, no, pad))
+
+    def _in_batches(self, encoded: list[list[int]], batch_size: int | None, logits_of):
+        """(N, 2) logits of `encoded` in input order, `logits_of` called on batches of token lists."""
         import torch
 
         # Longest first in each batch: less padding, and the first batch shows peak memory.
@@ -252,7 +249,7 @@ class LLMReranker:
         with torch.inference_mode():
             for s in range(0, len(order), bs):
                 idx = order[s : s + bs]
-                out[idx] = yes_no_logits(self.model, [encoded[i] for i in idx], self.prompt.yes_id, self.prompt.no_id, self.pad_id).cpu()
+                out[idx] = logits_of([encoded[i] for i in idx]).cpu()
         return out
 
     def _to_scores(self, z) -> list[float]:

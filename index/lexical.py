@@ -161,9 +161,11 @@ class LexicalIndex:
             scores = self.scores(q)
             candidates = np.flatnonzero(scores > 0 if mask is None else (scores > 0) & mask)
             if len(candidates) > top_k:
-                part = np.argpartition(-scores[candidates], top_k - 1)[:top_k]
-                candidates = candidates[part]
-            order = np.lexsort((self.rows[candidates], -scores[candidates]))
+                # Keep every candidate scoring at least the k-th best: argpartition alone picks
+                # an arbitrary subset of the documents tied at the cut, and ties go by row.
+                kth = np.partition(scores[candidates], len(candidates) - top_k)[len(candidates) - top_k]
+                candidates = candidates[scores[candidates] >= kth]
+            order = np.lexsort((self.rows[candidates], -scores[candidates]))[:top_k]
             out.append([(int(self.rows[candidates[i]]), float(scores[candidates[i]])) for i in order])
         return out
 

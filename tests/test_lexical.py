@@ -93,6 +93,15 @@ def test_top_k_and_allowed_rows():
     assert {r for r, _ in only} <= {13, 14} and only
 
 
+def test_ties_at_the_top_k_cut_go_by_row():
+    # 300 documents with the same score: the top_k are the lowest rows, whatever the order of indexing.
+    rows = np.random.default_rng(0).permutation(300)
+    lex = LexicalIndex.build((int(r), "crash test document") for r in rows)
+    hits = lex.search(["crash"], top_k=7)[0]
+    assert [r for r, _ in hits] == list(range(7))
+    assert len({s for _, s in hits}) == 1
+
+
 def test_empty_corpus():
     lex = LexicalIndex.build([])
     assert lex.search(["cat"], 3) == [[]]

@@ -66,7 +66,8 @@ def test_kill_9_during_upserts_loses_no_acknowledged_write(tmp_path, tiny_st_mod
         assert not t.is_alive()
     assert sum(v is not None for v in acked.values()) > 10 and any(v is None for v in acked.values())
 
-    server = ServerProcess("--index", str(index), log_path=log)
+    # A fast machine acknowledges more than the default max_top_k (1000) documents.
+    server = ServerProcess("--index", str(index), "--max-top-k", "100000", log_path=log)
     server.wait_ready()
     try:
         with httpx.Client(base_url=server.url, timeout=30) as c:
@@ -84,7 +85,7 @@ def test_kill_9_during_upserts_loses_no_acknowledged_write(tmp_path, tiny_st_mod
                     hits = c.post("/search", json={"query": text, "top_k": 1, "mode": "lexical"}).json()["hits"]
                     assert [h["id"] for h in hits] == [doc_id], doc_id
             if lexical:
-                r = c.post("/search", json={"query": "crash test document", "top_k": 1000, "mode": "lexical"})
+                r = c.post("/search", json={"query": "crash test document", "top_k": len(acked) + 10, "mode": "lexical"})
                 found = {h["id"] for h in r.json()["hits"]}
                 assert {i for i, _ in present} <= found  # every acknowledged upsert
                 assert not found & {i for i, t in acked.items() if t is None}  # no acknowledged delete

@@ -9,28 +9,14 @@ import copy
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_support import run_cli
 
 from densekit.errors import ConfigError
 from densekit.pipeline.config import STAGES
-
-
-def _run_cli(args: list[str]) -> int:
-    from densekit.cli.main import main
-
-    old = sys.argv
-    sys.argv = ["densekit", *args]
-    try:
-        main()
-    except SystemExit as e:
-        return int(e.code or 0)
-    finally:
-        sys.argv = old
-    return 0
 
 
 def _write(path: Path, data: dict) -> Path:
@@ -110,18 +96,18 @@ def test_cli_prints_config_errors_without_a_traceback(tmp_path, beir_with_train,
     cfg = _small_config(tmp_path, beir_with_train)
     cfg["stages"]["bogus"] = {}
     path = _write(tmp_path / "p.yaml", cfg)
-    assert _run_cli(["pipeline", "run", "--config", str(path)]) == 2
+    assert run_cli(["pipeline", "run", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "stages.bogus" in err and "unknown stage" in err and "Traceback" not in err
-    assert _run_cli(["pipeline", "run", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert run_cli(["pipeline", "run", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "not found" in capsys.readouterr().err
     del cfg["stages"]["bogus"]
     _write(path, cfg)
-    assert _run_cli(["pipeline", "run", "--config", str(path), "--from", "rerank"]) == 2
+    assert run_cli(["pipeline", "run", "--config", str(path), "--from", "rerank"]) == 2
     assert "unknown stage 'rerank'" in capsys.readouterr().err
     del cfg["stages"]["fusion"]
     _write(path, cfg)
-    assert _run_cli(["pipeline", "run", "--config", str(path), "--from", "fusion", "--dry-run"]) == 2
+    assert run_cli(["pipeline", "run", "--config", str(path), "--from", "fusion", "--dry-run"]) == 2
     assert "not in the config" in capsys.readouterr().err
 
 
@@ -137,7 +123,7 @@ def test_pipeline_run_help_documents_its_flags():
 
 def test_dry_run_of_a_fresh_pipeline_runs_every_stage_and_writes_nothing(tmp_path, beir_with_train, capsys):
     path = _write(tmp_path / "p.yaml", _small_config(tmp_path, beir_with_train))
-    assert _run_cli(["pipeline", "run", "--config", str(path), "--dry-run"]) == 0
+    assert run_cli(["pipeline", "run", "--config", str(path), "--dry-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[:2] for line in lines] == [["off", "mine"]] + [["run", s] for s in STAGES[1:]]
     assert "no stamp" in lines[1] and "input biencoder runs" in lines[2]
@@ -241,7 +227,7 @@ def test_settings_file_resolves_paths_from_its_folder_and_rejects_unknown_keys(t
     with pytest.raises(ConfigError, match="rerank_top_n") as err:
         read_settings_file(path)
     assert str(path) in str(err.value)
-    assert _run_cli(["serve", "--config", str(tmp_path / "none.yaml")]) == 2
+    assert run_cli(["serve", "--config", str(tmp_path / "none.yaml")]) == 2
     assert "settings file not found" in capsys.readouterr().err
 
 

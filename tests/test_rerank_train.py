@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import yaml
+from cli_support import run_cli
 
 from densekit.backends import cpu_has_bf16
 
@@ -15,22 +16,6 @@ from densekit.backends import cpu_has_bf16
 def _beir_with_train(tiny_beir):
     shutil.copy(tiny_beir / "qrels" / "test.tsv", tiny_beir / "qrels" / "train.tsv")
     return tiny_beir
-
-
-def _run_cli(args):
-    import sys
-
-    from densekit.cli.main import main
-
-    old = sys.argv
-    sys.argv = ["densekit", *args]
-    try:
-        main()
-    except SystemExit as e:
-        return e.code
-    finally:
-        sys.argv = old
-    return 0
 
 
 def _config(tmp_path, **kw):
@@ -41,13 +26,13 @@ def _config(tmp_path, **kw):
 
 def test_bad_config_fails_before_work_naming_the_field(tmp_path, tiny_beir, capsys):
     cfg = _config(tmp_path, output_dir=str(tmp_path / "out"), data={"beir": str(tiny_beir)}, lora={"rank": 4})
-    assert _run_cli(["train", "reranker", "--config", str(cfg)]) == 2
+    assert run_cli(["train", "reranker", "--config", str(cfg)]) == 2
     assert "lora.rank" in capsys.readouterr().err
     cfg = _config(tmp_path, kind="cross-encoder", objective="cl", output_dir=str(tmp_path / "out"), data={"beir": str(tiny_beir)})
-    assert _run_cli(["train", "reranker", "--config", str(cfg)]) == 2
+    assert run_cli(["train", "reranker", "--config", str(cfg)]) == 2
     assert "objective" in capsys.readouterr().err
     cfg = _config(tmp_path, output_dir=str(tmp_path / "out"), data={"beir": str(tmp_path / "missing")})
-    assert _run_cli(["train", "reranker", "--config", str(cfg)]) == 2
+    assert run_cli(["train", "reranker", "--config", str(cfg)]) == 2
     assert "data.beir" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -79,7 +64,7 @@ def test_llm_reranker_trains_and_reloads(tmp_path, tiny_beir, tiny_llm_dir, tiny
         },
         eval={"beir": str(data), "split": "test", "top_n": 4, "batch_size": 4},
     )
-    assert _run_cli(["train", "reranker", "--config", str(cfg), "--no-progress"]) == 0
+    assert run_cli(["train", "reranker", "--config", str(cfg), "--no-progress"]) == 0
     for f in (
         "resolved_config.yaml",
         "mined.jsonl",
@@ -125,7 +110,7 @@ def test_cross_encoder_trains(tmp_path, tiny_beir, tiny_st_model_dir, minilm_pat
         train={"max_steps": 3, "batch_size": 4, "learning_rate": 1e-3, "max_length": 64, "logging_steps": 1, "device": "cpu", "head": head},
         eval={"beir": str(data), "split": "test", "top_n": 4, "before": False},
     )
-    assert _run_cli(["train", "reranker", "--config", str(cfg), "--no-progress"]) == 0
+    assert run_cli(["train", "reranker", "--config", str(cfg), "--no-progress"]) == 0
     assert (out / "loss_curve.png").is_file() and (out / "eval_after" / "metrics.json").is_file()
     rr = load_reranker(str(out / "model"), device="cpu")
     assert rr.kind == "cross-encoder"
@@ -149,6 +134,6 @@ def test_llm_bf16_on_a_cpu_without_it_is_refused_before_any_work(tmp_path, tiny_
         negatives={"hard": 0, "random": 1},
         train={"max_steps": 2, "max_length": 96, "device": "cpu", "bf16": True},
     )
-    assert _run_cli(["train", "reranker", "--config", str(cfg), "--no-progress"]) == 2
+    assert run_cli(["train", "reranker", "--config", str(cfg), "--no-progress"]) == 2
     assert "bf16 needs a CPU with avx512_bf16 or AMX" in capsys.readouterr().err
     assert not out.exists()

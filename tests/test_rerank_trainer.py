@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 import yaml
+from cli_support import run_cli
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -128,18 +129,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny_llm_dir, lora):
 
 
 def _cli(args, capsys):
-    from densekit.cli.main import main
-
-    old = sys.argv
-    sys.argv = ["densekit", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = old
-    return code, capsys.readouterr()
+    return run_cli(args), capsys.readouterr()
 
 
 def _pairs_file(tmp_path):

@@ -94,6 +94,26 @@ def mine(
     console.print(f"mined {stats.negatives} negatives for {stats.queries} queries -> {out} ({stats.as_dict()})")
 
 
+@app.command("interpolate")
+def interpolate(
+    base: str = typer.Option(..., "--base", help="the model fine-tuning started from: hub name or local folder"),
+    tuned: str = typer.Option(..., "--tuned", help="the fine-tuned model folder (e.g. OUTPUT_DIR/model of `train biencoder`)"),
+    weight: list[float] = typer.Option(
+        ..., "--weight", "-w", help="share of the fine-tuned model in [0, 1] (repeat for several: one folder each)"
+    ),
+    out: str = typer.Option(..., "--out", help="folder that receives one model folder per weight, w<WEIGHT>/"),
+) -> None:
+    """WiSE-FT: models on the straight line between a base bi-encoder and its fine-tuned copy.
+
+    Each is (1 - w) * base + w * tuned, weight by weight; pick the weight on a dev split
+    (`densekit eval`), never on test."""
+    from densekit.cli.common import console
+    from densekit.training.weight_interpolation import interpolate_models
+
+    for folder in interpolate_models(base, tuned, weight, out):
+        console.print(f"written: {folder}")
+
+
 @app.command("distill-index")
 def distill_index(
     config: str = typer.Option(..., "--config", "-c", help="run YAML (see training/distill_vq_config.py and the README)"),

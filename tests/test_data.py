@@ -101,3 +101,36 @@ def test_real_pairs_files_load(data_dir):
     rows = load_pairs(data_dir / "wikiqa" / "train_pairs.jsonl")
     assert len(rows) == 873
     assert all(r.pos for r in rows)
+
+
+def test_pairs_become_a_beir_folder_that_beir_reads(tmp_path):
+    from beir.datasets.data_loader import GenericDataLoader
+    from cli_support import run_cli
+
+    p = tmp_path / "pairs.jsonl"
+    rows = [
+        {"query": "what is a cat", "pos": ["A cat is a mammal."], "neg": ["A dog barks.", " A cat is a mammal. "]},
+        {"query": "what barks", "pos": ["A dog barks."], "neg": ["Fish swim."]},
+        {"query": "what is a cat ", "pos": ["Cats purr."]},  # the same query again: one query, both positives
+    ]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert run_cli(["data", "from-pairs", str(p), "--out", str(tmp_path / "beir"), "--split", "dev"]) == 0
+    corpus, queries, qrels = GenericDataLoader(str(tmp_path / "beir")).load(split="dev")
+    assert sorted(d["text"] for d in corpus.values()) == ["A cat is a mammal.", "A dog barks.", "Cats purr.", "Fish swim."]
+    by_text = {d["text"]: i for i, d in corpus.items()}
+    assert sorted(queries.values()) == ["what barks", "what is a cat"]
+    q = {t: i for i, t in queries.items()}
+    assert qrels[q["what is a cat"]] == {by_text["A cat is a mammal."]: 1, by_text["Cats purr."]: 1}
+    assert qrels[q["what barks"]] == {by_text["A dog barks."]: 1}
+    assert load_beir(tmp_path / "beir", "dev").counts == {"documents": 4, "queries": 2, "qrels": 3}
+
+
+def test_pairs_with_an_empty_passage_write_nothing(tmp_path, capsys):
+    from cli_support import run_cli
+
+    p = tmp_path / "pairs.jsonl"
+    p.write_text(json.dumps({"query": "q", "pos": ["a"], "neg": ["  "]}) + "\n")
+    assert run_cli(["data", "from-pairs", str(p), "--out", str(tmp_path / "beir")]) == 2
+    assert "row 1" in capsys.readouterr().err and not (tmp_path / "beir").exists()
+    assert run_cli(["data", "from-pairs", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "beir")]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err

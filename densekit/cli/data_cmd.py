@@ -42,3 +42,18 @@ def info(
         corpus = ds.corpus
         out[s] = ds.counts
     typer.echo(json.dumps({"dataset": folder.name, "folder": str(folder), "splits": out}, indent=2))
+
+
+@app.command("from-pairs")
+def from_pairs(
+    pairs: Path = typer.Argument(..., help="training pairs JSONL: {query, pos: [...], neg: [...]} per line"),
+    out: Path = typer.Option(..., "--out", help="BEIR folder to write (replaced atomically if it exists)"),
+    split: str = typer.Option("train", "--split", help="name of the qrels split written (train or dev)"),
+) -> None:
+    """Turn a pairs file into a BEIR folder (its passages pooled as the corpus, positives as
+    qrels), so that a dataset with only pairs has a split to tune fusion or choose a model on."""
+    from densekit.data import load_pairs
+    from densekit.data.pairs_to_beir import pairs_to_beir
+
+    counts = pairs_to_beir(load_pairs(pairs), out, split)
+    console.print(f"written {out}: {counts['documents']} documents, {counts['queries']} queries, {counts['qrels']} qrels ({split})")

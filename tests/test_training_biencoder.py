@@ -175,8 +175,38 @@ def test_bad_configs_fail_naming_the_field(tmp_path, tiny_beir):
     assert field_of({**good, "data": {"beir": str(tmp_path / "nowhere")}}, check=True) == "data.beir"
     assert field_of({**good, "data": {"beir": str(tiny_beir), "beir_split": "dev"}}, check=True) == "data.beir_split"
     assert field_of({**good, "model": str(tmp_path / "no-model")}, check=True) == "model"
+    assert field_of({**good, "interpolate": 1.2}) == "interpolate"
     # A good config passes both stages.
     check_paths(load_yaml_config(BiEncoderRunConfig, _write_config(tmp_path / "c.yaml", good)), resolve_data)
+
+
+def test_interpolated_run_saves_the_tuned_model_and_the_weighted_one(tmp_path, tiny_beir, tiny_st_model_dir):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from densekit.cli.common import resolve_data
+    from densekit.training.biencoder import run_biencoder
+
+    cfg = {
+        "model": str(tiny_st_model_dir),
+        "output_dir": str(tmp_path / "run"),
+        "device": "cpu",
+        "data": {"beir": str(tiny_beir), "beir_split": "test", "num_negatives": 0},
+        "train": {"batch_size": 4, "max_steps": 3, "learning_rate": 1e-3, "warmup_ratio": 0.0},
+        "interpolate": 0.25,
+    }
+    result = run_biencoder(load_yaml_config(BiEncoderRunConfig, _write_config(tmp_path / "c.yaml", cfg)), resolve_data, progress=False)
+    params = {
+        name: dict(SentenceTransformer(str(path), device="cpu").named_parameters())
+        for name, path in (("base", tiny_st_model_dir), ("tuned", tmp_path / "run" / "model-tuned"), ("saved", result.model_dir))
+    }
+    moved = 0
+    for key, b in params["base"].items():
+        t = params["tuned"][key]
+        assert torch.allclose(params["saved"][key], 0.75 * b + 0.25 * t, atol=1e-6), key
+        moved += not torch.allclose(b, t)
+    assert moved  # training changed the weights, so the check above compares three different models
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["train"]["interpolate"] == 0.25
 
 
 def test_cli_reports_bad_config_without_training(tmp_path, tiny_beir):

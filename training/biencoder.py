@@ -289,8 +289,12 @@ def run_biencoder(
     model_dir = out_dir / "model"
     if not main:
         return BiEncoderRunResult(out_dir, model_dir, None, None, train_info)
-    with atomic_dir(model_dir) as tmp:
-        model.save(str(tmp))
+    if cfg.interpolate is None:
+        with atomic_dir(model_dir) as tmp:
+            model.save(str(tmp))
+    else:
+        _save_interpolated(model, base_path, cfg.interpolate, out_dir / "model-tuned", model_dir)
+        train_info["interpolate"] = cfg.interpolate
     log.info("model saved to %s", model_dir)
     train_info["examples"] = notes.get("examples")
     train_info["false_negative_mask"] = notes.get("false_negative_mask")
@@ -312,6 +316,17 @@ def run_biencoder(
     }
     write_json_atomic(out_dir / "summary.json", summary)
     return BiEncoderRunResult(out_dir, model_dir, before, after, train_info)
+
+
+def _save_interpolated(model, base_path: str, weight: float, tuned_dir: Path, model_dir: Path) -> None:
+    """The fine-tuned weights to `tuned_dir`, then (1 - weight) * base + weight * tuned to `model_dir`."""
+    from sentence_transformers import SentenceTransformer
+
+    from densekit.training.weight_interpolation import write_interpolated
+
+    with atomic_dir(tuned_dir) as tmp:
+        model.save(str(tmp))
+    write_interpolated(SentenceTransformer(base_path, device="cpu"), model, [(weight, model_dir)])
 
 
 def training_arguments(cfg: BiEncoderRunConfig, device: str, out_dir: Path, progress: bool = False):

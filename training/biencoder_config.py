@@ -181,6 +181,13 @@ class BiEncoderRunConfig(_Strict):
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    interpolate: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="WiSE-FT: save (1 - w) * base + w * fine-tuned as model/ (the fine-tuned weights in model-tuned/); "
+        "null: the fine-tuned model itself. Choose w on a dev split (densekit train interpolate)",
+    )
 
     @model_validator(mode="after")
     def _mining_needs_beir(self):

@@ -42,9 +42,9 @@ def interpolate_state_dicts(base: Mapping[str, torch.Tensor], tuned: Mapping[str
             raise InvalidInputError(f"parameter {name}: shape {tuple(b.shape)} in the base model, {tuple(t.shape)} in the tuned one")
         if t.is_floating_point():
             # In float32 whatever the stored precision, so that w and 1 - w are not rounded twice.
-            out[name] = torch.lerp(b.float(), t.float(), weight).to(t.dtype)
-        elif torch.equal(b, t):
-            out[name] = t.clone()
+            out[name] = torch.lerp(b.detach().float().cpu(), t.detach().float().cpu(), weight).to(t.dtype)
+        elif torch.equal(b.cpu(), t.cpu()):
+            out[name] = t.detach().cpu().clone()
         else:
             raise InvalidInputError(f"parameter {name}: integer values differ between the models, so they cannot be interpolated")
     return out
@@ -61,6 +61,20 @@ def _load(path: str, what: str):
         raise ModelLoadError(f"{what} {path!r} cannot be loaded as a sentence-transformers model: {exc}") from None
 
 
+def write_interpolated(base_model, tuned_model, targets: list[tuple[float, Path]]) -> None:
+    """Write (1 - w) * base + w * tuned to each (w, folder) of `targets`, atomically, from two
+    loaded SentenceTransformer models; `tuned_model` ends holding its own weights again."""
+    base_state = base_model.state_dict()
+    tuned_state = {k: v.detach().clone() for k, v in tuned_model.state_dict().items()}
+    try:
+        for w, folder in targets:
+            tuned_model.load_state_dict(interpolate_state_dicts(base_state, tuned_state, w))
+            with atomic_dir(folder) as tmp:
+                tuned_model.save(str(tmp))
+    finally:
+        tuned_model.load_state_dict(tuned_state)
+
+
 def interpolate_models(base: str, tuned: str, weights: list[float], out: str | Path) -> list[Path]:
     """Write `out/w<weight>/` for each weight (a sentence-transformers folder); returns the folders.
     Each is written atomically, so an interrupted run leaves no half-written model."""
@@ -69,17 +83,6 @@ def interpolate_models(base: str, tuned: str, weights: list[float], out: str | P
     bad = [w for w in weights if not 0.0 <= w <= 1.0]
     if bad:
         raise InvalidInputError(f"weights must be within [0, 1], got {bad}")
-    base_model = _load(base, "base model")
-    tuned_model = _load(tuned, "fine-tuned model")
-    base_state = base_model.state_dict()
-    tuned_state = {k: v.detach().clone() for k, v in tuned_model.state_dict().items()}
-    del base_model
-    folders = []
-    for w in weights:
-        state = interpolate_state_dicts(base_state, tuned_state, w)
-        tuned_model.load_state_dict(state)
-        folder = Path(out) / f"w{w:g}"
-        with atomic_dir(folder) as tmp:
-            tuned_model.save(str(tmp))
-        folders.append(folder)
-    return folders
+    targets = [(w, Path(out) / f"w{w:g}") for w in weights]
+    write_interpolated(_load(base, "base model"), _load(tuned, "fine-tuned model"), targets)
+    return [folder for _, folder in targets]

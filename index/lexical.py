@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from densekit.errors import ConfigError, IndexCorruptError
+from densekit.errors import ConfigError, IndexCorruptError, InvalidInputError
 from densekit.index.manifest import LexicalSpec
 
 LEXICAL_DIR = "lexical"
@@ -153,6 +153,8 @@ class LexicalIndex:
     def search(self, queries: list[str], top_k: int, allowed_rows: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
         """The top_k (row, score) hits of each query among the documents sharing a token with it
         (only among `allowed_rows` when given), best first; ties by row."""
+        if top_k < 1:
+            raise InvalidInputError(f"top_k must be at least 1, got {top_k}")
         out: list[list[tuple[int, float]]] = []
         mask = None
         if allowed_rows is not None and self.retriever is not None:

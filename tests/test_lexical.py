@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from densekit.errors import ConfigError, IndexCorruptError
+from densekit.errors import ConfigError, IndexCorruptError, InvalidInputError
 from densekit.fusion import FusionSettings, fuse_convex, fuse_hybrid, fuse_rrf, min_max
 from densekit.index.dense_index import DenseIndex
 from densekit.index.filters import parse_filter
@@ -100,6 +100,8 @@ def test_ties_at_the_top_k_cut_go_by_row():
     hits = lex.search(["crash"], top_k=7)[0]
     assert [r for r, _ in hits] == list(range(7))
     assert len({s for _, s in hits}) == 1
+    with pytest.raises(InvalidInputError, match="top_k"):
+        lex.search(["crash"], top_k=0)
 
 
 def test_empty_corpus():

@@ -80,3 +80,5 @@ def test_cli_writes_one_folder_per_weight_and_refuses_bad_weights(base_and_tuned
     assert "error: weights must be within [0, 1], got [1.5]" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert run_cli(["train", "interpolate", "--base", str(tmp_path / "nope"), "--tuned", str(tuned), "-w", "0.5", "--out", str(out)]) == 2
     assert "error: base model" in capsys.readouterr().err
+    assert run_cli(["train", "interpolate", "--base", str(base), "--tuned", str(tuned), "-w", "0.5", "-w", "0.5", "--out", str(out)]) == 2
+    assert "same folder twice" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -292,6 +293,7 @@ def run_biencoder(
     if cfg.interpolate is None:
         with atomic_dir(model_dir) as tmp:
             model.save(str(tmp))
+        shutil.rmtree(out_dir / "model-tuned", ignore_errors=True)  # an earlier interpolated run's
     else:
         _save_interpolated(model, base_path, cfg.interpolate, out_dir / "model-tuned", model_dir)
         train_info["interpolate"] = cfg.interpolate
@@ -320,13 +322,12 @@ def run_biencoder(
 
 def _save_interpolated(model, base_path: str, weight: float, tuned_dir: Path, model_dir: Path) -> None:
     """The fine-tuned weights to `tuned_dir`, then (1 - weight) * base + weight * tuned to `model_dir`."""
-    from sentence_transformers import SentenceTransformer
+    from densekit.training.weight_interpolation import load_for_interpolation, write_interpolated
 
-    from densekit.training.weight_interpolation import write_interpolated
-
+    base = load_for_interpolation(base_path, "base model")  # before writing anything: a bad base fails first
     with atomic_dir(tuned_dir) as tmp:
         model.save(str(tmp))
-    write_interpolated(SentenceTransformer(base_path, device="cpu"), model, [(weight, model_dir)])
+    write_interpolated(base, model, [(weight, model_dir)])
 
 
 def training_arguments(cfg: BiEncoderRunConfig, device: str, out_dir: Path, progress: bool = False):

@@ -50,14 +50,14 @@ def interpolate_state_dicts(base: Mapping[str, torch.Tensor], tuned: Mapping[str
     return out
 
 
-def _load(path: str, what: str):
+def load_for_interpolation(path: str, what: str):
     from sentence_transformers import SentenceTransformer
 
     from densekit.models import resolve_encoder_name
 
     try:
         return SentenceTransformer(resolve_encoder_name(path), device="cpu")
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # any loader failure (missing, corrupt weights, bad config) is the user's input
         raise ModelLoadError(f"{what} {path!r} cannot be loaded as a sentence-transformers model: {exc}") from None
 
 
@@ -84,5 +84,8 @@ def interpolate_models(base: str, tuned: str, weights: list[float], out: str | P
     if bad:
         raise InvalidInputError(f"weights must be within [0, 1], got {bad}")
     targets = [(w, Path(out) / f"w{w:g}") for w in weights]
-    write_interpolated(_load(base, "base model"), _load(tuned, "fine-tuned model"), targets)
+    names = [folder.name for _, folder in targets]
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"weights name the same folder twice ({', '.join(names)}): give each weight once")
+    write_interpolated(load_for_interpolation(base, "base model"), load_for_interpolation(tuned, "fine-tuned model"), targets)
     return [folder for _, folder in targets]

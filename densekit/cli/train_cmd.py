@@ -97,7 +97,11 @@ def mine(
 @app.command("interpolate")
 def interpolate(
     base: str = typer.Option(..., "--base", help="the model fine-tuning started from: hub name or local folder"),
-    tuned: str = typer.Option(..., "--tuned", help="the fine-tuned model folder (e.g. OUTPUT_DIR/model of `train biencoder`)"),
+    tuned: str = typer.Option(
+        ...,
+        "--tuned",
+        help="the fine-tuned model folder: OUTPUT_DIR/model of `train biencoder`, or OUTPUT_DIR/model-tuned when the run used interpolate",
+    ),
     weight: list[float] = typer.Option(
         ..., "--weight", "-w", help="share of the fine-tuned model in [0, 1] (repeat for several: one folder each)"
     ),

@@ -51,6 +51,7 @@ def interpolate_state_dicts(base: Mapping[str, torch.Tensor], tuned: Mapping[str
 
 
 def load_for_interpolation(path: str, what: str):
+    """A SentenceTransformer on the CPU (interpolation needs no accelerator); ModelLoadError naming `what` when it cannot load."""
     from sentence_transformers import SentenceTransformer
 
     from densekit.models import resolve_encoder_name

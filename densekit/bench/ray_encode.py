@@ -17,6 +17,7 @@ relative to the local engine's median (`overhead_pct`).
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import shutil
@@ -265,20 +266,22 @@ def overhead_pct(local_rate: float, ray_rate: float) -> float:
 
 def _started_s(cell: dict) -> float | None:
     """The cell's start time in seconds since the epoch (None when it has no `started`)."""
-    import calendar
-
     started = cell.get("started")
     if not started:
         return None
-    return float(calendar.timegm(time.strptime(started, "%Y-%m-%d %H:%M:%S UTC")))
+    try:
+        return float(calendar.timegm(time.strptime(started, "%Y-%m-%d %H:%M:%S UTC")))
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"a result cell's 'started' is not 'YYYY-MM-DD HH:MM:SS UTC': {started!r}") from None
 
 
 def paired_overheads(ray_cells: list[dict], local_cells: list[dict]) -> list[float]:
     """Each Ray cell's overhead against the local cell that started nearest to it in time.
 
     The machine drifts between rounds (by a quarter within an hour here), and runs alternate
-    engines so that neighbours share the drift: a ratio of neighbours cancels it, which a ratio
-    of two medians over the whole session does not. Empty when the cells carry no start times."""
+    engines so that neighbours share the drift: a ratio of neighbours cancels drift that both
+    engines share, which a ratio of two medians over the whole session does not (drift that hits
+    one engine only shows as a trend in the pairs). Empty when the cells carry no start times."""
     timed = [(t, c) for c in local_cells if (t := _started_s(c)) is not None]
     out = []
     for c in ray_cells:

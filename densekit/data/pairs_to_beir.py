@@ -31,13 +31,14 @@ def pairs_to_beir(pairs: list[TrainingPair], out: str | Path, split: str = "trai
     qrels: dict[str, dict[str, int]] = {}
     for row, pair in enumerate(pairs, start=1):
         qid = query_ids.setdefault(pair.query.strip(), f"q{len(query_ids)}")
-        for text in (*pair.pos, *pair.neg):
-            if not text.strip():
-                raise InvalidInputError(f"row {row} (query {pair.query[:60]!r}): an empty passage")
-            doc_ids.setdefault(text.strip(), f"p{len(doc_ids)}")
+        passages = [t.strip() for t in (*pair.pos, *pair.neg)]
+        if not all(passages):
+            raise InvalidInputError(f"row {row} (query {pair.query[:60]!r}): an empty passage")
+        for text in passages:
+            doc_ids.setdefault(text, f"p{len(doc_ids)}")
         judged = qrels.setdefault(qid, {})
-        for text in pair.pos:
-            judged[doc_ids[text.strip()]] = 1
+        for text in passages[: len(pair.pos)]:
+            judged[doc_ids[text]] = 1
     with atomic_dir(out) as tmp:
         with open(tmp / "corpus.jsonl", "w", encoding="utf-8") as fh:
             for text, did in doc_ids.items():

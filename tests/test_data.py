@@ -134,3 +134,71 @@ def test_pairs_with_an_empty_passage_write_nothing(tmp_path, capsys):
     assert "row 1" in capsys.readouterr().err and not (tmp_path / "beir").exists()
     assert run_cli(["data", "from-pairs", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "beir")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def _qrels_rows(folder, split):
+    return (folder / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]
+
+
+def test_hold_out_splits_a_beir_split_by_query_and_copies_the_rest(data_dir, tmp_path):
+    from cli_support import run_cli
+
+    src = data_dir / "scifact"
+    out = tmp_path / "scifact-dev"
+    assert run_cli(["data", "hold-out", str(src), "--out", str(out), "--fraction", "0.25", "--seed", "3"]) == 0
+    train, dev = load_qrels(out, "train"), load_qrels(out, "dev")
+    original = load_qrels(src, "train")
+    assert not set(train) & set(dev) and set(train) | set(dev) == set(original)
+    assert len(dev) == round(0.25 * len(original))
+    # Every judgement goes with its query, verbatim; test and the texts are copies.
+    assert sorted(_qrels_rows(out, "train") + _qrels_rows(out, "dev")) == sorted(_qrels_rows(src, "train"))
+    assert (out / "qrels" / "test.tsv").read_bytes() == (src / "qrels" / "test.tsv").read_bytes()
+    assert (out / "corpus.jsonl").read_bytes() == (src / "corpus.jsonl").read_bytes()
+    record = json.loads((out / "hold_out.json").read_text())
+    assert set(record["held_out_queries"]) == set(dev) and record["seed"] == 3
+    # The same settings draw the same queries; another seed draws others.
+    assert run_cli(["data", "hold-out", str(src), "--out", str(tmp_path / "again"), "--fraction", "0.25", "--seed", "3"]) == 0
+    assert set(load_qrels(tmp_path / "again", "dev")) == set(dev)
+    assert run_cli(["data", "hold-out", str(src), "--out", str(tmp_path / "other"), "--fraction", "0.25", "--seed", "4"]) == 0
+    assert set(load_qrels(tmp_path / "other", "dev")) != set(dev)
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--split", "dev", "--as", "heldout"], "has no 'dev' split"),
+        (["--as", "test"], "already has a 'test' split"),
+        (["--as", "train"], "a name other than 'train'"),
+        (["--fraction", "1.0"], "between 0 and 1"),
+        (["--fraction", "0.01"], "0 held out"),
+    ],
+)
+def test_hold_out_refuses_bad_settings_and_writes_nothing(tiny_beir, tmp_path, capsys, args, words):
+    from cli_support import run_cli
+
+    (tiny_beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td3\t1\nq2\td5\t1\nq3\td2\t1\n")
+    assert run_cli(["data", "hold-out", str(tiny_beir), "--out", str(tmp_path / "out"), *args]) == 2
+    assert words in " ".join(capsys.readouterr().err.split()) and not (tmp_path / "out").exists()
+
+
+def test_hold_out_of_pairs_keeps_rows_and_makes_the_held_out_queries_a_dev_split(tmp_path):
+    from cli_support import run_cli
+
+    rows = [{"query": f"question {i}", "pos": [f"answer {i}"], "neg": [f"other {i}"]} for i in range(10)]
+    rows.append({"query": "question 3 ", "pos": ["answer 3b"]})  # the same query again: held out or kept with it
+    p = tmp_path / "pairs.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "held"
+    assert run_cli(["data", "hold-out", str(p), "--out", str(out), "--fraction", "0.3"]) == 0
+    kept = load_pairs(out / "train_pairs.jsonl")
+    dev = load_beir(out, "dev")
+    held = set(dev.queries.values())
+    assert len(held) == 3 and not held & {r.query.strip() for r in kept}
+    assert held | {r.query.strip() for r in kept} == {f"question {i}" for i in range(10)}
+    assert len(kept) + sum(1 for r in rows if r["query"].strip() in held) == len(rows)
+    # The dev split judges each held-out query's positives among the held-out rows' passages.
+    texts = {i: d["text"] for i, d in dev.corpus.items()}
+    for qid, text in dev.queries.items():
+        n = text.split()[-1]
+        assert {texts[d] for d in dev.qrels[qid]} == ({"answer 3", "answer 3b"} if n == "3" else {f"answer {n}"})
+    assert all("other" not in texts[d] for judged in dev.qrels.values() for d in judged)

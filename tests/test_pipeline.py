@@ -18,6 +18,9 @@ from cli_support import run_cli
 from densekit.errors import ConfigError
 from densekit.pipeline.config import STAGES
 
+# The stages of the single-corpus configs below (select is for the targets tests).
+CONFIGURED = tuple(s for s in STAGES if s != "select")
+
 
 def _write(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -55,6 +58,14 @@ def _small_config(tmp_path: Path, data: Path) -> dict:
     }
 
 
+def _as_targets(cfg: dict, targets: dict) -> dict:
+    """The config with `targets`: the per-target stages lose the fields each target gives."""
+    cfg["targets"] = targets
+    for stage, key in (("index", "data"), ("fusion", "split"), ("select", "split"), ("eval", "datasets")):
+        cfg["stages"].get(stage, {}).pop(key, None)
+    return cfg
+
+
 @pytest.mark.parametrize(
     "change, key, words",
     [
@@ -78,6 +89,15 @@ def _small_config(tmp_path: Path, data: Path) -> dict:
             "leave mining",
         ),
         (lambda c: c["stages"]["reranker"].update(model="./missing-model"), "stages.reranker.model", "model folder not found"),
+        (lambda c: c["stages"].update(select={"split": "test"}), "stages.select.split", "never on 'test'"),
+        (lambda c: c["stages"].update(select={}), "stages.select.split", "the split of the index dataset"),
+        (lambda c: c["stages"].update(select={"split": "train", "weights": [1.5]}), "stages.select.weights", "within [0, 1]"),
+        (lambda c: c["stages"].update(select={"split": "train"}) or c["stages"].pop("biencoder"), "stages.select", "add stages.biencoder"),
+        (lambda c: c.update(targets={"a": {"data": "{data}"}}), "stages.index.data", "leave it out"),
+        (lambda c: _as_targets(c, {"a": {"data": "{data}", "tune": {"split": "test"}}}), "targets.a.tune.split", "never on 'test'"),
+        (lambda c: _as_targets(c, {"a": {"data": "{data}", "tune": {"split": "dev"}}}), "targets.a.tune", "no 'dev' split"),
+        (lambda c: _as_targets(c, {"a": {"data": "/no/such/folder"}}), "targets.a.data", "not found"),
+        (lambda c: _as_targets(c, {"../a": {"data": "{data}"}}), "targets", "plain folder name"),
     ],
 )
 def test_bad_configs_name_the_key_and_the_file(tmp_path, beir_with_train, change, key, words):
@@ -125,8 +145,8 @@ def test_dry_run_of_a_fresh_pipeline_runs_every_stage_and_writes_nothing(tmp_pat
     path = _write(tmp_path / "p.yaml", _small_config(tmp_path, beir_with_train))
     assert run_cli(["pipeline", "run", "--config", str(path), "--dry-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[:2] for line in lines] == [["off", "mine"]] + [["run", s] for s in STAGES[1:]]
-    assert "no stamp" in lines[1] and "input biencoder runs" in lines[2]
+    assert [line.split()[:2] for line in lines] == [["off", "mine"]] + [["off" if s == "select" else "run", s] for s in STAGES[1:]]
+    assert "no stamp" in lines[1] and "input biencoder runs" in lines[3]
     assert not (tmp_path / "out").exists()
 
 
@@ -140,14 +160,18 @@ def test_the_shipped_pipelines_validate(data_dir):
     for name in names:
         cfg = load_pipeline_config(root / name, lambda d: resolve_dataset_folder(d, data_dir))
         assert cfg.stages.eval is not None and cfg.stages.serve is not None, name
-        assert all(spec.split == "test" for spec in cfg.stages.eval.datasets), name
+        if cfg.targets is None:
+            assert all(spec.split == "test" for spec in cfg.stages.eval.datasets or []), name
+        else:
+            assert all(t.eval_split == "test" and (t.tune is None or "test" not in t.tune.split) for t in cfg.targets.values()), name
     shared = load_pipeline_config(root / "all-shared.yaml")
     assert {s.name for s in shared.stages.eval.datasets} == {"scifact", "nfcorpus", "wikiqa", "nq-utd"}
 
 
 def _fake_finished_run(ctx) -> dict[str, str]:
     """Every configured stage's outputs (empty files) and a stamp chained to its inputs, as a
-    finished run leaves them; returns each stage's stamp id."""
+    finished run leaves them; returns each stage's stamp id (by its label: stage[target])."""
+    from densekit.pipeline.config import PER_TARGET
     from densekit.pipeline.runner import REGISTRY, plan
     from densekit.pipeline.stamps import Stamp, write_stamp
 
@@ -155,12 +179,13 @@ def _fake_finished_run(ctx) -> dict[str, str]:
     for d in plan(ctx):
         if d.action == "off":
             continue
-        for p in REGISTRY[d.stage].outputs(ctx):
+        tctx = ctx.for_target(d.target)
+        for p in REGISTRY[d.stage].outputs(tctx):
             p.parent.mkdir(parents=True, exist_ok=True)
             p.touch()
-        stamp = Stamp(d.stage, d.config_sha256 or "", {dep: ids[dep] for dep in d.deps})
-        write_stamp(ctx.stage_dir(d.stage), stamp)
-        ids[d.stage] = stamp.stamp_id
+        stamp = Stamp(d.stage, d.config_sha256 or "", {dep: ids[tctx.label(dep) if dep in PER_TARGET else dep] for dep in d.deps})
+        write_stamp(tctx.stage_dir(d.stage), stamp)
+        ids[d.label] = stamp.stamp_id
     return ids
 
 
@@ -172,7 +197,7 @@ def test_the_plan_follows_stamps_outputs_and_inputs(tmp_path, beir_with_train):
     path = _write(tmp_path / "p.yaml", cfg)
     ctx = _open(path)
     ids = _fake_finished_run(ctx)
-    assert _actions(plan(ctx)) == {"mine": "off", **dict.fromkeys(STAGES[1:], "skip")}
+    assert _actions(plan(ctx)) == {"mine": "off", "select": "off", **dict.fromkeys(CONFIGURED[1:], "skip")}
 
     # An output gone: that stage runs, and the stages reading it (eval through the fusion).
     (ctx.index_folder() / "manifest.json").unlink()
@@ -194,6 +219,59 @@ def test_the_plan_follows_stamps_outputs_and_inputs(tmp_path, beir_with_train):
     decisions = {d.stage: d for d in plan(ctx)}
     assert decisions["index"].reason == "its config changed"
     assert [s for s, d in decisions.items() if d.action == "run"] == ["index", "fusion", "eval", "serve"]
+
+
+def test_targets_plan_each_target_on_its_own(tmp_path, beir_with_train):
+    from densekit.pipeline.runner import plan
+
+    cfg = _small_config(tmp_path, beir_with_train)
+    cfg["stages"]["select"] = {"weights": [0.5, 1.0], "default_weight": 0.5}
+    cfg["stages"]["eval"]["compare_stages"] = True
+    data = str(beir_with_train)
+    _as_targets(cfg, {"tuned": {"data": data, "tune": {"split": "train"}}, "plain": {"data": data}})
+    path = _write(tmp_path / "p.yaml", cfg)
+    ctx = _open(path)
+    per_target = ["select", "index", "fusion", "eval", "serve"]
+    first = plan(ctx)
+    # The shared stages once, then each target's stages under OUT/targets/<name>/.
+    assert [d.label for d in first if d.action == "run"] == ["biencoder", "reranker"] + [
+        f"{s}[{t}]" for t in ("tuned", "plain") for s in per_target
+    ]
+    assert ctx.for_target("plain").stage_dir("index") == ctx.out / "targets" / "plain" / "index"
+    assert ctx.for_target("plain").stage_dir("biencoder") == ctx.out / "biencoder"
+    assert ctx.cfg.stages.select.weights == [0.0, 0.5, 1.0]  # the base model is always a candidate
+    _fake_finished_run(ctx)
+    assert {d.action for d in plan(ctx)} == {"off", "skip"}
+
+    # The untuned target's default weight: its stages re-run, the tuned target's do not.
+    cfg["stages"]["select"]["default_weight"] = 1.0
+    ctx = _open(_write(path, cfg))
+    assert [d.label for d in plan(ctx) if d.action == "run"] == [f"{s}[plain]" for s in per_target]
+
+    # The grid: the tuned target only. A new tuning split for plain: plain only.
+    cfg["stages"]["select"]["default_weight"] = 0.5
+    cfg["stages"]["select"]["weights"] = [0.25, 1.0]
+    ctx = _open(_write(path, cfg))
+    assert [d.label for d in plan(ctx) if d.action == "run"] == [f"{s}[tuned]" for s in per_target]
+    cfg["stages"]["select"]["weights"] = [0.5, 1.0]
+    cfg["targets"]["plain"]["tune"] = {"split": "train"}
+    ctx = _open(_write(path, cfg))
+    assert [d.label for d in plan(ctx) if d.action == "run"] == [f"{s}[plain]" for s in per_target]
+
+    # The bi-encoder's data: every stage after it, for every target.
+    cfg["stages"]["biencoder"]["seed"] = 1
+    ctx = _open(_write(path, cfg))
+    assert [d.label for d in plan(ctx) if d.action == "run"] == ["biencoder", "reranker"] + [
+        f"{s}[{t}]" for t in ("tuned", "plain") for s in per_target
+    ]
+
+
+def test_best_weight_takes_the_smallest_of_equal_scores():
+    from densekit.pipeline.select_stage import best_weight
+
+    assert best_weight({0.0: 0.30, 0.5: 0.31, 1.0: 0.29}) == 0.5
+    assert best_weight({0.0: 0.30, 0.5: 0.32, 1.0: 0.32}) == 0.5
+    assert best_weight({0.0: 0.40, 0.5: 0.40, 1.0: 0.40}) == 0.0
 
 
 def test_a_moved_output_folder_keeps_its_stamps(tmp_path, beir_with_train):
@@ -356,8 +434,8 @@ def test_tiny_pipeline_runs_skips_reruns_what_changed_and_serves(tmp_path, data_
     out = tmp_path / "out"
 
     first = run_pipeline(_open(path))
-    assert _actions(first) == dict.fromkeys(STAGES, "run")
-    stamps = {s: read_stamp(out / s) for s in STAGES}
+    assert _actions(first) == {**dict.fromkeys(CONFIGURED, "run"), "select": "off"}
+    stamps = {s: read_stamp(out / s) for s in CONFIGURED}
     assert all(stamps.values())
     assert stamps["biencoder"].inputs == {"mine": stamps["mine"].stamp_id}
     assert set(stamps["serve"].inputs) == {"index", "fusion", "biencoder", "reranker"}
@@ -366,19 +444,19 @@ def test_tiny_pipeline_runs_skips_reruns_what_changed_and_serves(tmp_path, data_
     assert json.loads((out / "fusion" / "fusion.json").read_text())["split"] == "train"
 
     # Nothing changed: every stage is skipped and no output is touched.
-    before = _mtimes(out, list(STAGES))
+    before = _mtimes(out, list(CONFIGURED))
     again = run_pipeline(_open(path))
-    assert _actions(again) == dict.fromkeys(STAGES, "skip")
-    assert _mtimes(out, list(STAGES)) == before
+    assert _actions(again) == {**dict.fromkeys(CONFIGURED, "skip"), "select": "off"}
+    assert _mtimes(out, list(CONFIGURED)) == before
     log = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
-    assert [r["action"] for r in log[-len(STAGES) :]] == ["skip"] * len(STAGES)
+    assert [r["action"] for r in log[-len(CONFIGURED) :]] == ["skip"] * len(CONFIGURED)
 
     # The reranker's steps change: it and the stages reading it re-run, nothing before it.
     changed = copy.deepcopy(cfg)
     changed["stages"]["reranker"]["train"]["max_steps"] = 3
     _write(path, changed)
     predicted = plan(_open(path))
-    assert _actions(predicted) == {**dict.fromkeys(STAGES, "skip"), "reranker": "run", "eval": "run", "serve": "run"}
+    assert _actions(predicted) == {**dict.fromkeys(CONFIGURED, "skip"), "select": "off", "reranker": "run", "eval": "run", "serve": "run"}
     assert [d.reason for d in predicted if d.stage == "reranker"] == ["its config changed"]
     third = run_pipeline(_open(path))
     assert _actions(third) == _actions(predicted)
@@ -393,6 +471,7 @@ def test_tiny_pipeline_runs_skips_reruns_what_changed_and_serves(tmp_path, data_
     assert _actions(forced) == {
         "mine": "skip",
         "biencoder": "skip",
+        "select": "off",
         "index": "run",
         "fusion": "run",
         "reranker": "skip",

@@ -57,3 +57,33 @@ def from_pairs(
 
     counts = pairs_to_beir(load_pairs(pairs), out, split)
     console.print(f"written {out}: {counts['documents']} documents, {counts['queries']} queries, {counts['qrels']} qrels ({split})")
+
+
+@app.command("hold-out")
+def hold_out(
+    source: str = typer.Argument(..., help="BEIR folder (or name under DENSEKIT_DATA_DIR), or a training-pairs JSONL file"),
+    out: Path = typer.Option(..., "--out", help="folder to write (replaced atomically if it exists)"),
+    split: str = typer.Option("train", "--split", help="BEIR source: the split whose queries are divided"),
+    as_split: str = typer.Option("dev", "--as", help="name of the held-out split"),
+    fraction: float = typer.Option(0.2, "--fraction", help="share of the queries held out"),
+    seed: int = typer.Option(0, "--seed", help="seed of the draw"),
+) -> None:
+    """Set a seeded fraction of a training split's queries aside as a dev split that no model
+    trains on (the rest keeps the split's name), to choose weights on after training. A pairs
+    file gives OUT/train_pairs.jsonl (kept rows) and a BEIR folder of the held-out rows."""
+    from densekit.data.hold_out import KEPT_PAIRS_FILE, hold_out_beir, hold_out_pairs
+
+    as_file = Path(source).expanduser()
+    if as_file.is_file():
+        from densekit.data import load_pairs
+
+        record = hold_out_pairs(load_pairs(as_file), as_file, out, as_split, fraction, seed)
+        console.print(
+            f"written {out}: {record['kept_queries']} queries kept ({out / KEPT_PAIRS_FILE}), "
+            f"{len(record['held_out_queries'])} held out as '{as_split}'"  # type: ignore[arg-type]
+        )
+        return
+    record = hold_out_beir(resolve_data(source), out, split, as_split, fraction, seed)
+    console.print(
+        f"written {out}: '{split}' keeps {record['kept_queries']} queries, {len(record['held_out_queries'])} held out as '{as_split}'"  # type: ignore[arg-type]
+    )

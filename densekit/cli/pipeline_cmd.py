@@ -37,5 +37,5 @@ def run(
             typer.echo(decision.line())
         return
     decisions = run_pipeline(ctx, from_stage, on_decision=lambda d: log(d.line()))
-    ran = [d.stage for d in decisions if d.action == "run"]
+    ran = [d.label for d in decisions if d.action == "run"]
     log(f"pipeline done: {len(ran)} stage(s) ran ({', '.join(ran) or 'none'}); outputs in {ctx.out}")

@@ -22,6 +22,12 @@ from densekit.errors import InvalidInputError
 
 def pairs_to_beir(pairs: list[TrainingPair], out: str | Path, split: str = "train") -> dict[str, int]:
     """Write `out/` (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) atomically; returns the counts."""
+    with atomic_dir(out) as tmp:
+        return write_beir_files(pairs, tmp, split)
+
+
+def write_beir_files(pairs: list[TrainingPair], folder: Path, split: str = "train") -> dict[str, int]:
+    """The BEIR files of `pairs` into an existing (temporary) folder; returns the counts."""
     if not pairs:
         raise InvalidInputError("the pairs file has no rows")
     if not split or "/" in split or split.startswith("."):
@@ -39,17 +45,16 @@ def pairs_to_beir(pairs: list[TrainingPair], out: str | Path, split: str = "trai
         judged = qrels.setdefault(qid, {})
         for text in passages[: len(pair.pos)]:
             judged[doc_ids[text]] = 1
-    with atomic_dir(out) as tmp:
-        with open(tmp / "corpus.jsonl", "w", encoding="utf-8") as fh:
-            for text, did in doc_ids.items():
-                fh.write(json.dumps({"_id": did, "title": "", "text": text}, ensure_ascii=False) + "\n")
-        with open(tmp / "queries.jsonl", "w", encoding="utf-8") as fh:
-            for text, qid in query_ids.items():
-                fh.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
-        (tmp / "qrels").mkdir()
-        with open(tmp / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as fh:
-            fh.write("query-id\tcorpus-id\tscore\n")
-            for qid, judged in qrels.items():
-                for did, grade in judged.items():
-                    fh.write(f"{qid}\t{did}\t{grade}\n")
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as fh:
+        for text, did in doc_ids.items():
+            fh.write(json.dumps({"_id": did, "title": "", "text": text}, ensure_ascii=False) + "\n")
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as fh:
+        for text, qid in query_ids.items():
+            fh.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
+    (folder / "qrels").mkdir(exist_ok=True)
+    with open(folder / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        for qid, judged in qrels.items():
+            for did, grade in judged.items():
+                fh.write(f"{qid}\t{did}\t{grade}\n")
     return {"documents": len(doc_ids), "queries": len(query_ids), "qrels": sum(len(j) for j in qrels.values())}

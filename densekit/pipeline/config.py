@@ -18,6 +18,21 @@ Example (every stage is optional; the ones present run in the order of STAGES)::
 configs, less `output_dir` (the pipeline sets it). Unknown keys, unknown stage names, missing
 datasets and model folders are ConfigErrors naming the file and the key, raised before any
 stage runs.
+
+Several corpora from one training run (`targets`): the shared stages (mine, biencoder,
+reranker) run once; the per-target stages (select, index, fusion, eval, serve) run for each
+target, each with its own folder and stamp under OUT/targets/<name>/, choosing their weights on
+that target's own tuning split (or taking the configured defaults when it has none)::
+
+    targets:
+      scifact:  {data: scifact, tune: {data: runs/data/scifact-dev, split: dev}}
+      nfcorpus: {data: nfcorpus, tune: {split: dev}}
+      nq-utd:   {data: nq-utd}                 # no tuning split: select's default_weight, index's fusion
+    stages:
+      select: {weights: [0.0, 0.5, 1.0], default_weight: 0.5}   # WiSE-FT weight per target
+      index: {lexical: true, fusion: {method: convex, alpha: 0.6}}  # no data: each target's
+      fusion: {}                                                    # no split: each target's tune
+      eval: {compare_stages: true}                                  # no datasets: each target's test
 """
 
 from __future__ import annotations
@@ -38,7 +53,9 @@ from densekit.training.rerank.config import RerankerRunConfig
 from densekit.training.run_config import StrictConfig
 from densekit.yaml_file import read_yaml_file
 
-STAGES: tuple[str, ...] = ("mine", "biencoder", "index", "fusion", "reranker", "eval", "serve")
+STAGES: tuple[str, ...] = ("mine", "biencoder", "select", "index", "fusion", "reranker", "eval", "serve")
+# With targets, these run once per target (OUT/targets/<name>/<stage>); the others once.
+PER_TARGET: tuple[str, ...] = ("select", "index", "fusion", "eval", "serve")
 
 # Settings the serve stage writes itself (from the other stages' outputs).
 SERVE_MANAGED = ("index_dir", "model", "reranker", "reranker_kind")
@@ -83,8 +100,62 @@ class RerankerStage(RerankerRunConfig):
         return self
 
 
+class SelectStage(StrictConfig):
+    """WiSE-FT (Wortsman et al. 2022): the bi-encoder used from here on is
+    (1 - w) * base + w * fine-tuned, with w the grid weight of best dense nDCG@10 on the tuning
+    split (ties go to the smaller w, nearer the base model). 0 (the base model) is always in the
+    grid, so on the tuning split the choice never scores below the base model."""
+
+    weights: list[float] = Field(
+        [0.0, 0.5, 1.0], min_length=1, description="grid of w (0 = base model, 1 = fine-tuned); 0 is added if missing"
+    )
+    default_weight: float = Field(1.0, ge=0, le=1, description="w of a target without a tuning split")
+    split: str | None = Field(None, description="without targets: split of the index dataset chosen on (dev or train, never test)")
+    top_k: PositiveInt = Field(1000, description="documents retrieved per query on the tuning split")
+
+    @field_validator("weights")
+    @classmethod
+    def _grid(cls, v: list[float]) -> list[float]:
+        if bad := [w for w in v if not 0.0 <= w <= 1.0]:
+            raise ValueError(f"weights must be within [0, 1], got {bad}")
+        return sorted({0.0, *(round(float(w), 6) for w in v)})
+
+    @field_validator("split")
+    @classmethod
+    def _not_test(cls, v: str | None) -> str | None:
+        return _tuning_split(v)
+
+
+def _tuning_split(v: str | None) -> str | None:
+    if v is None:
+        return v
+    try:
+        check_tuning_split(v)
+    except ConfigError as exc:
+        raise ValueError(exc.message) from None
+    return v
+
+
+class TuneSplit(StrictConfig):
+    data: str | None = Field(None, description="BEIR folder or name holding the split (default: the target's data)")
+    split: str = Field(..., description="dev or train (never test)")
+
+    @field_validator("split")
+    @classmethod
+    def _not_test(cls, v: str) -> str:
+        return _tuning_split(v) or v
+
+
+class TargetSpec(StrictConfig):
+    data: str = Field(..., description="BEIR folder or name under DENSEKIT_DATA_DIR: the corpus indexed, served and evaluated")
+    tune: TuneSplit | None = Field(None, description="split the select and fusion stages choose on (none: their defaults)")
+    eval_split: str = Field("test", description="split the eval stage reports")
+
+
 class IndexStage(StrictConfig):
-    data: str = Field(..., description="BEIR folder or name under DENSEKIT_DATA_DIR whose corpus is indexed (and served)")
+    data: str | None = Field(
+        None, description="BEIR folder or name under DENSEKIT_DATA_DIR whose corpus is indexed (and served); with targets: each target's"
+    )
     model: str | None = Field(None, description="bi-encoder (default: the biencoder stage's model, else the pipeline's model)")
     kind: str = Field("flat", description="faiss kind: flat, ivf, ivfpq, opq-ivfpq, hnsw (see `densekit index build --help`)")
     build_params: dict[str, Any] = Field(default_factory=dict, description="build parameters of the kind (index/faiss_kinds.py)")
@@ -107,21 +178,29 @@ class IndexStage(StrictConfig):
 
 
 class FusionStage(StrictConfig):
-    split: str = Field(..., description="qrels split of the index's dataset the fusion is fitted on: dev or train (never test)")
+    split: str | None = Field(
+        None,
+        description="qrels split of the index's dataset the fusion is fitted on: dev or train (never test); with targets: each target's tune",
+    )
     top_k: PositiveInt = Field(1000, description="documents retrieved per list before fusion")
 
     @field_validator("split")
     @classmethod
-    def _not_test(cls, v: str) -> str:
-        try:
-            check_tuning_split(v)
-        except ConfigError as exc:
-            raise ValueError(exc.message) from None
-        return v
+    def _not_test(cls, v: str | None) -> str | None:
+        return _tuning_split(v)
 
 
 class EvalStage(StrictConfig):
-    datasets: list[DatasetSpec] = Field(..., min_length=1, description="datasets (and splits, default test) to evaluate on")
+    datasets: list[DatasetSpec] | None = Field(
+        None,
+        min_length=1,
+        description="datasets (and splits, default test) to evaluate on; with targets: each target's data and eval_split",
+    )
+    compare_stages: bool = Field(
+        False,
+        description="also evaluate the pipeline's base model (dense, listed first: the paired tests compare against it) and, "
+        "for a hybrid first stage, its dense part alone",
+    )
     model: str | None = Field(None, description="first-stage bi-encoder (default: the biencoder stage's model, else the pipeline's)")
     mode: Literal["dense", "lexical", "hybrid"] | None = Field(
         None, description="first stage (default: the index stage's mode, else dense)"
@@ -165,6 +244,7 @@ class ServeStage(StrictConfig):
 class Stages(StrictConfig):
     mine: MineStage | None = None
     biencoder: BiencoderStage | None = None
+    select: SelectStage | None = None
     index: IndexStage | None = None
     fusion: FusionStage | None = None
     reranker: RerankerStage | None = None
@@ -176,7 +256,18 @@ class PipelineConfig(StrictConfig):
     out: str = Field(..., description="output folder: OUT/<stage>/ per stage, OUT/pipeline_log.jsonl")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N (every stage)")
     model: str = Field(DEFAULT_MODEL, description="bi-encoder of the stages when no biencoder stage trains one")
+    targets: dict[str, TargetSpec] | None = Field(
+        None, min_length=1, description="corpora each given their own select, index, fusion, eval and serve stages"
+    )
     stages: Stages
+
+    @field_validator("targets")
+    @classmethod
+    def _target_names(cls, v: dict[str, TargetSpec] | None) -> dict[str, TargetSpec] | None:
+        for name in v or {}:
+            if not name or "/" in name or name.startswith(".") or name != name.strip():
+                raise ValueError(f"a target name is a plain folder name, got {name!r}")
+        return v
 
     def enabled(self) -> list[str]:
         return [name for name in STAGES if getattr(self.stages, name) is not None]
@@ -200,6 +291,37 @@ def check_stage_combination(cfg: PipelineConfig) -> None:
             raise ConfigError(f"stages.{name}", "works on the index stage's folder: add stages.index")
     if s.fusion is not None and s.index is not None and not s.index.lexical:
         raise ConfigError("stages.fusion", "tunes hybrid search: the index stage needs lexical: true")
+    if s.select is not None and s.biencoder is None:
+        raise ConfigError("stages.select", "interpolates the base and the fine-tuned model: add stages.biencoder")
+    if cfg.targets is None:
+        _check_single_target(cfg)
+    else:
+        _check_targets(cfg)
+
+
+def _check_single_target(cfg: PipelineConfig) -> None:
+    s = cfg.stages
+    if s.index is not None and s.index.data is None:
+        raise ConfigError("stages.index.data", "the corpus to index: a dataset name or folder (or give targets)")
+    if s.fusion is not None and s.fusion.split is None:
+        raise ConfigError("stages.fusion.split", "the split the fusion is fitted on: dev or train")
+    if s.select is not None:
+        if s.select.split is None:
+            raise ConfigError("stages.select.split", "the split of the index dataset the weight is chosen on: dev or train")
+        if s.index is None:
+            raise ConfigError("stages.select", "chooses on the index stage's dataset: add stages.index")
+    if s.eval is not None and s.eval.datasets is None:
+        raise ConfigError("stages.eval.datasets", "the datasets to evaluate on (or give targets)")
+
+
+def _check_targets(cfg: PipelineConfig) -> None:
+    s = cfg.stages
+    for name, field in (("index", "data"), ("fusion", "split"), ("select", "split"), ("eval", "datasets")):
+        section = getattr(s, name)
+        if section is not None and getattr(section, field) is not None:
+            raise ConfigError(f"stages.{name}.{field}", "with targets, each target gives this: leave it out")
+    if s.index is None and any(getattr(s, n) is not None for n in ("fusion", "eval", "serve")):
+        raise ConfigError("stages.index", "with targets, the per-target stages need the index stage")
 
 
 def _error(exc: ValidationError, path: Path) -> ConfigError:
@@ -292,14 +414,27 @@ def check_inputs(cfg: PipelineConfig, resolve_data: Callable[[str], Path], path:
             except ConfigError as exc:
                 raise ConfigError(f"stages.index.{exc.field.lstrip('-')}", exc.message) from None
             try:
-                resolve_data(s.index.data)
+                if s.index.data is not None:
+                    resolve_data(s.index.data)
             except DensekitError as exc:
                 raise ConfigError("stages.index.data", str(exc)) from None
-        if s.fusion is not None and s.index is not None:
-            _check_split("stages.fusion.split", s.index.data, s.fusion.split, resolve_data)
+        if s.index is not None and s.index.data is not None:
+            if s.fusion is not None and s.fusion.split is not None:
+                _check_split("stages.fusion.split", s.index.data, s.fusion.split, resolve_data)
+            if s.select is not None and s.select.split is not None:
+                _check_split("stages.select.split", s.index.data, s.select.split, resolve_data)
         if s.eval is not None:
             _check_model("stages.eval.model", s.eval.model)
-            for i, spec in enumerate(s.eval.datasets):
+            for i, spec in enumerate(s.eval.datasets or []):
                 _check_split(f"stages.eval.datasets.{i}", spec.name, spec.split, resolve_data)
+        for name, target in (cfg.targets or {}).items():
+            try:
+                resolve_data(target.data)
+            except DensekitError as exc:
+                raise ConfigError(f"targets.{name}.data", str(exc)) from None
+            if s.eval is not None:
+                _check_split(f"targets.{name}.eval_split", target.data, target.eval_split, resolve_data)
+            if target.tune is not None:
+                _check_split(f"targets.{name}.tune", target.tune.data or target.data, target.tune.split, resolve_data)
     except ConfigError as exc:
         raise ConfigError(exc.field, exc.message + where) from None

@@ -5,6 +5,10 @@ when one of its inputs runs, when it has no stamp, when its config hash or its i
 ids differ from the stamp's, or when an output is missing; otherwise it is skipped and its
 outputs are left untouched. A stage about to run loses its stamp and its folder first, so a
 run that stops half way leaves no stamp and the next run starts that stage over.
+
+With targets, the shared stages run first, then each target's stages in turn; a per-target
+stage is one unit of the plan per target (its own stamp), so a change that concerns one
+target re-runs that target's stages only.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from densekit.errors import ConfigError
-from densekit.pipeline.config import STAGES, PipelineConfig, load_pipeline_config
+from densekit.pipeline.config import PER_TARGET, STAGES, PipelineConfig, load_pipeline_config
 from densekit.pipeline.context import Context
 from densekit.pipeline.search_stages import BuildIndex, Evaluate, TuneFusion
+from densekit.pipeline.select_stage import SelectWeight
 from densekit.pipeline.serve_stage import WriteServable
 from densekit.pipeline.stage import Stage
 from densekit.pipeline.stamps import Stamp, config_hash, now, read_stamp, stamp_path, write_stamp
@@ -30,7 +35,7 @@ from densekit.pipeline.train_stages import Mine, TrainBiencoder, TrainReranker
 from densekit.settings import Settings
 
 REGISTRY: dict[str, Stage] = {
-    s.name: s for s in (Mine(), TrainBiencoder(), BuildIndex(), TuneFusion(), TrainReranker(), Evaluate(), WriteServable())
+    s.name: s for s in (Mine(), TrainBiencoder(), SelectWeight(), BuildIndex(), TuneFusion(), TrainReranker(), Evaluate(), WriteServable())
 }
 assert tuple(REGISTRY) == STAGES, "the registry lists the stages in their run order"
 
@@ -48,10 +53,15 @@ class StageDecision:
     deps: list[str] = field(default_factory=list)
     config_sha256: str | None = None
     seconds: float | None = None  # set once the stage has run
+    target: str | None = None  # the target of a per-target stage (None: no targets, or a shared stage)
+
+    @property
+    def label(self) -> str:
+        return f"{self.stage}[{self.target}]" if self.target is not None else self.stage
 
     def line(self) -> str:
         took = f" ({self.seconds:.1f} s)" if self.seconds is not None else ""
-        return f"{self.action:<4} {self.stage:<10} {self.reason}{took}"
+        return f"{self.action:<4} {self.label:<10} {self.reason}{took}"
 
 
 def open_pipeline(
@@ -79,34 +89,49 @@ def check_from_stage(cfg: PipelineConfig, from_stage: str | None) -> None:
         raise ConfigError("--from", f"stage '{from_stage}' is not in the config (configured: {', '.join(cfg.enabled())})")
 
 
+def units(ctx: Context) -> list[tuple[str, str | None]]:
+    """(stage, target) in run order: every stage once without targets; with targets the shared
+    stages, then each target's stages."""
+    if ctx.cfg.targets is None:
+        return [(name, None) for name in STAGES]
+    shared = [(name, None) for name in STAGES if name not in PER_TARGET]
+    return shared + [(name, t) for t in ctx.targets() for name in STAGES if name in PER_TARGET]
+
+
 def plan(ctx: Context, from_stage: str | None = None) -> list[StageDecision]:
     """What a run would do, stage by stage; reads stamps, writes nothing."""
     check_from_stage(ctx.cfg, from_stage)
     enabled = ctx.cfg.enabled()
-    running: set[str] = set()
-    forced: set[str] = {from_stage} if from_stage else set()
+    running: set[tuple[str, str | None]] = set()
     out: list[StageDecision] = []
-    for name in STAGES:
+    for name, target in units(ctx):
         if name not in enabled:
-            out.append(StageDecision(name, "off", "not in the config"))
+            if target is None or target == ctx.targets()[0]:
+                out.append(StageDecision(name, "off", "not in the config"))
             continue
+        tctx = ctx.for_target(target)
         stage = REGISTRY[name]
-        deps = [d for d in stage.deps(ctx) if d in enabled]
-        digest = config_hash(stage.identity(ctx), ctx.out)
-        stamp = read_stamp(ctx.stage_dir(name))
-        reason = _why_run(ctx, name, deps, digest, stamp, running, forced, from_stage)
+        deps = [d for d in stage.deps(tctx) if d in enabled]
+        digest = config_hash(stage.identity(tctx), ctx.out)
+        stamp = read_stamp(tctx.stage_dir(name))
+        reason = _why_run(tctx, name, deps, digest, stamp, running, from_stage)
         if reason is not None:
-            running.add(name)
-        out.append(StageDecision(name, "run" if reason else "skip", reason or "up to date (stamp matches config and inputs)", deps, digest))
+            running.add((name, target))
+        action: Action = "run" if reason else "skip"
+        out.append(StageDecision(name, action, reason or "up to date (stamp matches config and inputs)", deps, digest, target=target))
     return out
 
 
+def _dep_key(ctx: Context, dep: str) -> tuple[str, str | None]:
+    return (dep, ctx.target if dep in PER_TARGET else None)
+
+
 def _why_run(
-    ctx: Context, name: str, deps: list[str], digest: str, stamp: Stamp | None, running: set[str], forced: set[str], from_stage: str | None
+    ctx: Context, name: str, deps: list[str], digest: str, stamp: Stamp | None, running: set[tuple[str, str | None]], from_stage: str | None
 ) -> str | None:
-    if name in forced:
+    if name == from_stage:
         return f"forced by --from {from_stage}"
-    if ran := [d for d in deps if d in running]:
+    if ran := [d for d in deps if _dep_key(ctx, d) in running]:
         return f"input {', '.join(ran)} runs"
     if stamp is None:
         return "no stamp (never ran here, or its last run did not finish)"
@@ -166,21 +191,23 @@ def run_pipeline(
     with _exclusive(ctx.out):
         write_text_atomic(ctx.out / RESOLVED_FILE, yaml.safe_dump(ctx.cfg.model_dump(mode="json"), sort_keys=False))
         for d in decisions:
+            tctx = ctx.for_target(d.target)
             if d.action == "run":
-                folder = ctx.stage_dir(d.stage)
+                folder = tctx.stage_dir(d.stage)
                 _clear(folder)
                 started, t0 = now(), time.perf_counter()
-                ctx.log(f"stage {d.stage}: {d.reason}")
-                summary = REGISTRY[d.stage].run(ctx, folder)
+                ctx.log(f"stage {d.label}: {d.reason}")
+                summary = REGISTRY[d.stage].run(tctx, folder)
                 d.seconds = round(time.perf_counter() - t0, 2)
-                inputs = {dep: s.stamp_id for dep in d.deps if (s := read_stamp(ctx.stage_dir(dep))) is not None}
-                outputs = [str(p.relative_to(ctx.out)) for p in REGISTRY[d.stage].outputs(ctx)]
+                inputs = {dep: s.stamp_id for dep in d.deps if (s := read_stamp(tctx.stage_dir(dep))) is not None}
+                outputs = [str(p.relative_to(ctx.out)) for p in REGISTRY[d.stage].outputs(tctx)]
                 stamp = Stamp(
                     d.stage, d.config_sha256 or "", inputs, started_at=started, seconds=d.seconds, outputs=outputs, summary=_plain(summary)
                 )
                 write_stamp(folder, stamp)
             if d.action != "off":
-                _append_log(ctx.out, {"at": now(), "stage": d.stage, "action": d.action, "reason": d.reason, "seconds": d.seconds})
+                record = {"at": now(), "stage": d.stage, "action": d.action, "reason": d.reason, "seconds": d.seconds}
+                _append_log(ctx.out, record if d.target is None else {**record, "target": d.target})
             if on_decision is not None:
                 on_decision(d)
     return decisions

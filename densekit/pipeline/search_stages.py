@@ -20,16 +20,17 @@ class BuildIndex(Stage):
     name = "index"
 
     def _model(self, ctx: Context) -> str:
-        return ctx.stages.index.model or ctx.biencoder_model()
+        return ctx.stages.index.model or ctx.retriever_model()
 
     def deps(self, ctx: Context) -> list[str]:
-        return ["biencoder"] if ctx.stages.index.model is None and ctx.has("biencoder") else []
+        return ctx.retriever_stage() if ctx.stages.index.model is None else []
 
     def identity(self, ctx: Context) -> dict[str, Any]:
         ix = ctx.stages.index
         return {
             **ix.model_dump(mode="json", exclude={"model", "batch_size", "mode"}),
-            "model": self._model(ctx),
+            "data": ctx.index_data(),
+            "model": ix.model or ctx.retriever_identity(),
             "mode": ix.resolved_mode(),
         }
 
@@ -45,7 +46,7 @@ class BuildIndex(Stage):
         from densekit.models import resolve_encoder_name
 
         ix = ctx.stages.index
-        source = ctx.resolve_data(ix.data)
+        source = ctx.resolve_data(ctx.index_data())
         corpus = load_corpus(source)
         enc = Encoder.from_settings(ctx.settings, model=resolve_encoder_name(self._model(ctx)), device=ctx.device, batch_size=ix.batch_size)
         t0 = time.perf_counter()
@@ -64,12 +65,13 @@ class BuildIndex(Stage):
             idx.manifest.extra["total_build_s"] = round(time.perf_counter() - t0, 3)
             idx.save(ctx.index_folder())
             n_docs = len(idx)
-        ctx.log(f"index: {n_docs} documents, kind {ix.kind}, mode {ix.resolved_mode()} -> {ctx.index_folder()}")
+        ctx.log(f"{ctx.label('index')}: {n_docs} documents, kind {ix.kind}, mode {ix.resolved_mode()} -> {ctx.index_folder()}")
         return {"documents": n_docs, "kind": ix.kind, "mode": ix.resolved_mode(), "seconds": round(time.perf_counter() - t0, 1)}
 
 
 class TuneFusion(Stage):
-    """RRF or the convex weight, chosen on the index dataset's dev or train split."""
+    """RRF or the convex weight, chosen on the index dataset's dev or train split (with
+    targets: on the target's tuning split; a target without one keeps the index stage's fusion)."""
 
     name = "fusion"
 
@@ -77,7 +79,11 @@ class TuneFusion(Stage):
         return ["index"]
 
     def identity(self, ctx: Context) -> dict[str, Any]:
-        return {**ctx.stages.fusion.model_dump(mode="json"), "data": ctx.stages.index.data}
+        out = {**ctx.stages.fusion.model_dump(mode="json"), "data": ctx.index_data()}
+        if ctx.target is not None:
+            out["tune"] = ctx.tuning_split("fusion")
+            out["default"] = ctx.stages.index.fusion.model_dump(mode="json")
+        return out
 
     def outputs(self, ctx: Context) -> list[Path]:
         return [ctx.fusion_file()]
@@ -86,19 +92,30 @@ class TuneFusion(Stage):
         from densekit.eval.fusion_tune import METRIC, tune_fusion
 
         fc = ctx.stages.fusion
+        tuning = ctx.tuning_split("fusion")
+        if tuning is None:
+            default = ctx.stages.index.fusion
+            write_json_atomic(ctx.fusion_file(), {"best": default.model_dump(), "tuned": False})
+            ctx.log(f"{ctx.label('fusion')}: no tuning split, keeps the index stage's {default.method}")
+            return {"best": default.model_dump(), "tuned": False}
+        data, split = tuning
+        # The index's own corpus: tune on its dense and BM25 parts; another corpus (a held-out
+        # split made from pairs): its model and an in-memory BM25 over that corpus.
+        same_corpus = ctx.resolve_data(data).resolve() == ctx.resolve_data(ctx.index_data()).resolve()
         result = tune_fusion(
-            str(ctx.resolve_data(ctx.stages.index.data)),
-            fc.split,
+            str(ctx.resolve_data(data)),
+            split,
             ctx.settings,
-            index=str(ctx.index_folder()),
+            index=str(ctx.index_folder()) if same_corpus else None,
+            model=None if same_corpus else (ctx.stages.index.model or ctx.retriever_model()),
             top_k=fc.top_k,
             device=ctx.device,
             progress=ctx.progress,
         )
-        write_json_atomic(ctx.fusion_file(), result.to_dict())
+        write_json_atomic(ctx.fusion_file(), {**result.to_dict(), "tuned": True})
         best, value = result.best
         ctx.log(
-            f"fusion: best on {fc.split}: {best.method}{f' alpha={best.alpha}' if best.method == 'convex' else ''} ({METRIC} {value:.4f})"
+            f"{ctx.label('fusion')}: best on {split}: {best.method}{f' alpha={best.alpha}' if best.method == 'convex' else ''} ({METRIC} {value:.4f})"
         )
         return {"best": best.model_dump(), METRIC: value, "dense": result.dense, "lexical": result.lexical, "queries": result.queries}
 
@@ -120,21 +137,29 @@ class Evaluate(Stage):
 
     def deps(self, ctx: Context) -> list[str]:
         out = []
-        if ctx.stages.eval.model is None and ctx.has("biencoder") and self._mode(ctx) != "lexical":
-            out.append("biencoder")
+        if ctx.stages.eval.model is None and self._mode(ctx) != "lexical":
+            out += ctx.retriever_stage()
         if self._mode(ctx) == "hybrid" and ctx.has("fusion"):
             out.append("fusion")
         if self._reranked(ctx):
             out.append("reranker")
         return out
 
-    def suite_dict(self, ctx: Context, fusion=None) -> dict[str, Any]:
-        """The `densekit eval --config` suite; `fusion` None: a placeholder for the tuned one."""
+    def _datasets(self, ctx: Context) -> list[dict[str, Any]]:
+        ev, spec = ctx.stages.eval, ctx.target_spec()
+        if spec is not None:
+            return [{"name": spec.data, "split": spec.eval_split, "label": ctx.target}]
+        return [d.model_dump(mode="json") for d in ev.datasets or []]
+
+    def suite_dict(self, ctx: Context, fusion=None, resolved: bool = False) -> dict[str, Any]:
+        """The `densekit eval --config` suite; `fusion` None: a placeholder for the tuned one;
+        `resolved` False: a placeholder for the model the select stage picks."""
         ev = ctx.stages.eval
         mode = self._mode(ctx)
         first: dict[str, Any] = {"name": mode, "mode": mode}
+        model = ev.model or (ctx.retriever_model() if resolved else ctx.retriever_identity())
         if mode != "lexical":
-            first["model"] = ev.model or ctx.biencoder_model()
+            first["model"] = model
         if mode == "hybrid":
             if fusion is None and ctx.has("fusion"):
                 first["fusion"] = FROM_FUSION_STAGE
@@ -142,10 +167,16 @@ class Evaluate(Stage):
                 settings = fusion or ctx.fusion_settings()
                 first.update(fusion=settings.method, alpha=settings.alpha)
         configs = [first]
+        if ev.compare_stages:
+            # The base model first: the suite's paired tests compare every row against it.
+            base = [{"name": "base-dense", "mode": "dense", "model": ctx.base_model()}]
+            if mode == "hybrid":
+                base.append({"name": "dense", "mode": "dense", "model": model})
+            configs = base + configs
         if self._reranked(ctx):
             configs.append({**first, "name": f"{mode}+reranker", "reranker": str(ctx.reranker_model()), "rerank_top_n": ev.rerank_top_n})
         return {
-            "datasets": [spec.model_dump(mode="json") for spec in ev.datasets],
+            "datasets": self._datasets(ctx),
             "configurations": configs,
             "top_k": ev.top_k,
             "auc_negatives": ev.auc_negatives,
@@ -162,7 +193,7 @@ class Evaluate(Stage):
         from densekit.eval.suite import run_suite
         from densekit.eval.suite_config import suite_from_dict
 
-        suite = suite_from_dict(self.suite_dict(ctx, fusion=ctx.fusion_settings() if ctx.has("fusion") else None))
+        suite = suite_from_dict(self.suite_dict(ctx, fusion=ctx.fusion_settings() if ctx.has("fusion") else None, resolved=True))
         result = run_suite(suite, folder, ctx.settings, ctx.device, ctx.progress)
         summary: dict[str, Any] = {}
         for dataset, by_config in result.cells.items():
@@ -172,5 +203,7 @@ class Evaluate(Stage):
                 if cell.fused is not None:
                     row[f"{name}+rrf"] = {k: cell.fused.reranked[k] for k in ("ndcg@10", "recall@100") if k in cell.fused.reranked}
             summary[dataset] = row
-            ctx.log(f"eval: {dataset}: " + "  ".join(f"{n} nDCG@10={m.get('ndcg@10', float('nan')):.4f}" for n, m in row.items()))
+            ctx.log(
+                f"{ctx.label('eval')}: {dataset}: " + "  ".join(f"{n} nDCG@10={m.get('ndcg@10', float('nan')):.4f}" for n, m in row.items())
+            )
         return summary

@@ -493,3 +493,73 @@ def test_tiny_pipeline_runs_skips_reruns_what_changed_and_serves(tmp_path, data_
         hits = r.json()["hits"]
         assert len(hits) == 3 and all("rerank_score" in h for h in hits)
         assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_with_targets_chooses_per_target_and_serves_each(tmp_path, data_dir, tiny_st_model_dir):
+    from fastapi.testclient import TestClient
+
+    from densekit.pipeline.runner import plan, run_pipeline
+    from densekit.pipeline.select_stage import best_weight
+    from densekit.pipeline.stamps import read_stamp
+    from densekit.service.app import create_app
+    from densekit.settings_file import settings_from_file
+
+    data = _slice_scifact(data_dir / "scifact", tmp_path / "scifact-slice")
+    cfg = _tiny_pipeline(tmp_path, data, tiny_st_model_dir, tiny_st_model_dir.parent / "bert")
+    del cfg["stages"]["reranker"]
+    cfg["stages"]["select"] = {"weights": [0.5, 1.0], "default_weight": 0.0, "top_k": 50}
+    cfg["stages"]["eval"]["compare_stages"] = True
+    cfg["stages"]["index"]["fusion"] = {"method": "convex", "alpha": 0.3}
+    _as_targets(cfg, {"tuned": {"data": str(data), "tune": {"split": "train"}}, "plain": {"data": str(data)}})
+    path = _write(tmp_path / "pipeline.yaml", cfg)
+    out = tmp_path / "out"
+
+    first = run_pipeline(_open(path))
+    assert [d.label for d in first if d.action == "run"] == ["mine", "biencoder"] + [
+        f"{s}[{t}]" for t in ("tuned", "plain") for s in ("select", "index", "fusion", "eval", "serve")
+    ]
+    tuned, plain = out / "targets" / "tuned", out / "targets" / "plain"
+
+    # The tuned target: every weight scored on its train split, the best kept, the others' blends deleted.
+    choice = json.loads((tuned / "select" / "choice.json").read_text())
+    scores = {float(w): v for w, v in choice["scores"].items()}
+    assert set(scores) == {0.0, 0.5, 1.0} and choice["split"] == "train"
+    assert choice["weight"] == best_weight(scores)
+    blends = sorted(p.name for p in (tuned / "select" / "candidates").glob("*")) if (tuned / "select" / "candidates").exists() else []
+    assert blends == ([f"w{choice['weight']:g}"] if choice["weight"] == 0.5 else [])
+    assert json.loads((tuned / "fusion" / "fusion.json").read_text())["split"] == "train"
+    # Its eval reports base dense first (the paired tests' baseline), the chosen dense model, the hybrid.
+    summary = read_stamp(tuned / "eval").summary["tuned"]
+    assert list(summary) == ["base-dense", "dense", "hybrid"]
+    if choice["weight"] == 0.0:
+        assert summary["dense"] == summary["base-dense"]
+
+    # The untuned target: the default weight 0 (the base model, served by name, not copied) and
+    # the index stage's fusion.
+    assert json.loads((plain / "select" / "choice.json").read_text()) == {"weight": 0.0, "tuned": False}
+    assert json.loads((plain / "fusion" / "fusion.json").read_text())["best"]["alpha"] == 0.3
+    plain_serve = yaml.safe_load((plain / "serve" / "serve.yaml").read_text())
+    assert plain_serve["model"] == str(tiny_st_model_dir) and not (plain / "serve" / "model").exists()
+    assert read_stamp(plain / "eval").summary["plain"]["dense"] == read_stamp(plain / "eval").summary["plain"]["base-dense"]
+
+    # Nothing changed: all skipped. The default weight: the untuned target's stages only.
+    assert {d.action for d in plan(_open(path))} == {"off", "skip"}
+    cfg["stages"]["select"]["default_weight"] = 0.5
+    _write(path, cfg)
+    tuned_before = _mtimes(out / "targets", ["tuned"])
+    third = run_pipeline(_open(path))
+    assert [d.label for d in third if d.action == "run"] == [f"{s}[plain]" for s in ("select", "index", "fusion", "eval", "serve")]
+    assert _mtimes(out / "targets", ["tuned"]) == tuned_before
+    assert (plain / "select" / "candidates" / "w0.5" / "config.json").is_file()
+
+    # Now served from its own copy of the blend, which the real app loads, moved elsewhere.
+    served = shutil.copytree(plain / "serve", tmp_path / "moved")
+    assert yaml.safe_load((served / "serve.yaml").read_text())["model"] == "model"
+    settings = settings_from_file(served / "serve.yaml", device="cpu", log_json=False)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/info").json()["index"]["search_mode"] == "hybrid"
+        query = json.loads((data / "queries.jsonl").read_text().splitlines()[0])["text"]
+        r = client.post("/search", json={"query": query, "top_k": 3})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["hits"]) == 3

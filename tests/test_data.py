@@ -202,3 +202,25 @@ def test_hold_out_of_pairs_keeps_rows_and_makes_the_held_out_queries_a_dev_split
         n = text.split()[-1]
         assert {texts[d] for d in dev.qrels[qid]} == ({"answer 3", "answer 3b"} if n == "3" else {f"answer {n}"})
     assert all("other" not in texts[d] for judged in dev.qrels.values() for d in judged)
+
+
+def test_hold_out_never_replaces_a_folder_it_did_not_write(tiny_beir, tmp_path, capsys):
+    from cli_support import run_cli
+
+    (tiny_beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td3\t1\nq2\td5\t1\nq3\td2\t1\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("user data")
+    for out, words in ((other, "not an earlier hold-out"), (tiny_beir.parent, "apart from"), (tiny_beir / "sub", "apart from")):
+        assert run_cli(["data", "hold-out", str(tiny_beir), "--out", str(out), "--fraction", "0.34"]) == 2
+        assert words in " ".join(capsys.readouterr().err.split())
+    assert (other / "keep.txt").read_text() == "user data" and (tiny_beir / "qrels" / "train.tsv").is_file()
+    pairs = tiny_beir / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"query": f"q{i}", "pos": [f"a{i}"]}) + "\n" for i in range(4)))
+    assert run_cli(["data", "hold-out", str(pairs), "--out", str(tiny_beir)]) == 2
+    assert "apart from" in capsys.readouterr().err and pairs.is_file()
+    # An earlier hold-out is replaced (the same command run again).
+    out = tmp_path / "held"
+    assert run_cli(["data", "hold-out", str(tiny_beir), "--out", str(out), "--fraction", "0.34"]) == 0
+    assert run_cli(["data", "hold-out", str(tiny_beir), "--out", str(out), "--fraction", "0.34", "--seed", "1"]) == 0
+    assert json.loads((out / "hold_out.json").read_text())["seed"] == 1

@@ -98,6 +98,11 @@ def _as_targets(cfg: dict, targets: dict) -> dict:
         (lambda c: _as_targets(c, {"a": {"data": "{data}", "tune": {"split": "dev"}}}), "targets.a.tune", "no 'dev' split"),
         (lambda c: _as_targets(c, {"a": {"data": "/no/such/folder"}}), "targets.a.data", "not found"),
         (lambda c: _as_targets(c, {"../a": {"data": "{data}"}}), "targets", "plain folder name"),
+        (
+            lambda c: _as_targets(c, {"a": {"data": "{data}", "tune": {"split": "train"}, "eval_split": "train"}}),
+            "targets.a.tune",
+            "the split it reports",
+        ),
     ],
 )
 def test_bad_configs_name_the_key_and_the_file(tmp_path, beir_with_train, change, key, words):
@@ -150,10 +155,18 @@ def test_dry_run_of_a_fresh_pipeline_runs_every_stage_and_writes_nothing(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
-def test_the_shipped_pipelines_validate(data_dir):
+def test_the_shipped_pipelines_validate(data_dir, tmp_path, monkeypatch):
+    from densekit.data import load_pairs
     from densekit.data.folders import resolve_dataset_folder
+    from densekit.data.hold_out import hold_out_beir, hold_out_pairs
     from densekit.pipeline.config import load_pipeline_config
 
+    # The held-out splits shared-wise.yaml trains and chooses on, made as its header says,
+    # relative to the folder the pipeline runs in.
+    monkeypatch.chdir(tmp_path)
+    hold_out_beir(data_dir / "scifact", "runs/data/scifact-dev")
+    pairs = data_dir / "wikiqa" / "train_pairs.jsonl"
+    hold_out_pairs(load_pairs(pairs), pairs, "runs/data/wikiqa-dev")
     root = Path(__file__).resolve().parent.parent / "configs" / "pipelines"
     names = sorted(p.name for p in root.glob("*.yaml"))
     assert {"scifact-best.yaml", "all-shared.yaml"} <= set(names)
@@ -163,7 +176,7 @@ def test_the_shipped_pipelines_validate(data_dir):
         if cfg.targets is None:
             assert all(spec.split == "test" for spec in cfg.stages.eval.datasets or []), name
         else:
-            assert all(t.eval_split == "test" and (t.tune is None or "test" not in t.tune.split) for t in cfg.targets.values()), name
+            assert all(t.eval_split == "test" for t in cfg.targets.values()), name
     shared = load_pipeline_config(root / "all-shared.yaml")
     assert {s.name for s in shared.stages.eval.datasets} == {"scifact", "nfcorpus", "wikiqa", "nq-utd"}
 
@@ -264,6 +277,19 @@ def test_targets_plan_each_target_on_its_own(tmp_path, beir_with_train):
     assert [d.label for d in plan(ctx) if d.action == "run"] == ["biencoder", "reranker"] + [
         f"{s}[{t}]" for t in ("tuned", "plain") for s in per_target
     ]
+
+
+def test_a_held_out_copy_has_the_same_corpus_as_its_source(tiny_beir, tmp_path):
+    from densekit.data.hold_out import hold_out_beir
+    from densekit.pipeline.search_stages import same_corpus_file
+
+    (tiny_beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td3\t1\nq2\td5\t1\nq3\td2\t1\n")
+    hold_out_beir(tiny_beir, tmp_path / "copy", fraction=0.34)
+    assert same_corpus_file(tiny_beir, tmp_path / "copy") and same_corpus_file(tiny_beir, tiny_beir)
+    other = shutil.copytree(tiny_beir, tmp_path / "other")
+    with (other / "corpus.jsonl").open("a") as fh:
+        fh.write(json.dumps({"_id": "extra", "title": "", "text": "one more"}) + "\n")
+    assert not same_corpus_file(tiny_beir, other)
 
 
 def test_best_weight_takes_the_smallest_of_equal_scores():
@@ -511,7 +537,12 @@ def test_tiny_pipeline_with_targets_chooses_per_target_and_serves_each(tmp_path,
     cfg["stages"]["select"] = {"weights": [0.5, 1.0], "default_weight": 0.0, "top_k": 50}
     cfg["stages"]["eval"]["compare_stages"] = True
     cfg["stages"]["index"]["fusion"] = {"method": "convex", "alpha": 0.3}
-    _as_targets(cfg, {"tuned": {"data": str(data), "tune": {"split": "train"}}, "plain": {"data": str(data)}})
+    # The tuned target chooses on half of the slice's train queries, held out into a copy.
+    from densekit.data.hold_out import hold_out_beir
+
+    held = hold_out_beir(data, tmp_path / "slice-dev", fraction=0.5)["held_out_queries"]
+    tune = {"data": str(tmp_path / "slice-dev"), "split": "dev"}
+    _as_targets(cfg, {"tuned": {"data": str(data), "tune": tune}, "plain": {"data": str(data)}})
     path = _write(tmp_path / "pipeline.yaml", cfg)
     out = tmp_path / "out"
 
@@ -524,11 +555,12 @@ def test_tiny_pipeline_with_targets_chooses_per_target_and_serves_each(tmp_path,
     # The tuned target: every weight scored on its train split, the best kept, the others' blends deleted.
     choice = json.loads((tuned / "select" / "choice.json").read_text())
     scores = {float(w): v for w, v in choice["scores"].items()}
-    assert set(scores) == {0.0, 0.5, 1.0} and choice["split"] == "train"
+    assert set(scores) == {0.0, 0.5, 1.0} and choice["split"] == "dev"
     assert choice["weight"] == best_weight(scores)
     blends = sorted(p.name for p in (tuned / "select" / "candidates").glob("*")) if (tuned / "select" / "candidates").exists() else []
     assert blends == ([f"w{choice['weight']:g}"] if choice["weight"] == 0.5 else [])
-    assert json.loads((tuned / "fusion" / "fusion.json").read_text())["split"] == "train"
+    fusion = json.loads((tuned / "fusion" / "fusion.json").read_text())
+    assert fusion["split"] == "dev" and fusion["queries"] == len(held)
     # Its eval reports base dense first (the paired tests' baseline), the chosen dense model, the hybrid.
     summary = read_stamp(tuned / "eval").summary["tuned"]
     assert list(summary) == ["base-dense", "dense", "hybrid"]

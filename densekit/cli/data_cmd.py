@@ -10,6 +10,7 @@ import typer
 from densekit.cli.common import console, resolve_data, settings
 from densekit.data import list_splits, load_beir
 from densekit.data.fetch import fetch_dataset
+from densekit.errors import InvalidInputError
 
 app = typer.Typer(help="Fetch and inspect BEIR datasets.", no_args_is_help=True)
 
@@ -77,6 +78,8 @@ def hold_out(
     if as_file.is_file():
         from densekit.data import load_pairs
 
+        if split != "train":
+            raise InvalidInputError(f"--split is for a BEIR folder; a pairs file ({as_file}) is divided whole")
         record = hold_out_pairs(load_pairs(as_file), as_file, out, as_split, fraction, seed)
         console.print(
             f"written {out}: {record['kept_queries']} queries kept ({out / KEPT_PAIRS_FILE}), "

@@ -71,6 +71,17 @@ def _read_qrels_rows(path: Path) -> tuple[str | None, list[tuple[str, str]]]:
     return header, rows
 
 
+def _check_out(out: Path, sources: list[Path]) -> None:
+    """`out` is replaced whole: refuse a folder that holds a source, or that is not an earlier hold-out."""
+    target = out.resolve()
+    for src in sources:
+        resolved = src.resolve()
+        if resolved == target or resolved.is_relative_to(target) or target.is_relative_to(resolved):
+            raise InvalidInputError(f"write the new folder apart from {src} (neither inside it nor around it)")
+    if out.exists() and not (out / RECORD_FILE).is_file():
+        raise InvalidInputError(f"{out} exists and is not an earlier hold-out (no {RECORD_FILE}): it would be replaced; name a new folder")
+
+
 def hold_out_beir(
     source: str | Path, out: str | Path, split: str = "train", as_split: str = "dev", fraction: float = 0.2, seed: int = 0
 ) -> dict[str, object]:
@@ -88,8 +99,7 @@ def hold_out_beir(
         raise InvalidInputError(f"{source} has no '{split}' split (its splits: {', '.join(have) or 'none'})")
     if (qrels_dir / f"{as_split}.tsv").exists():
         raise InvalidInputError(f"{source} already has a '{as_split}' split: name the held-out split otherwise (--as)")
-    if source.resolve() == out.resolve() or out.resolve().is_relative_to(source.resolve()):
-        raise InvalidInputError(f"write the new folder outside {source}")
+    _check_out(out, [source])
     for name in ("corpus.jsonl", "queries.jsonl"):
         if not (source / name).is_file():
             raise InvalidInputError(f"{source} is not a BEIR folder: no {name}")
@@ -125,6 +135,7 @@ def hold_out_pairs(
     """Write `out/train_pairs.jsonl` (rows of the kept queries) and a BEIR folder of the held-out
     rows in `out/` (split `as_split`); atomic. Returns the record written to hold_out.json."""
     _check_split_name(as_split, "the held-out split")
+    _check_out(Path(out), [Path(source)])
     if not pairs:
         raise InvalidInputError(f"{source} has no rows")
     held = choose_held_out([p.query.strip() for p in pairs], fraction, seed)

@@ -436,5 +436,11 @@ def check_inputs(cfg: PipelineConfig, resolve_data: Callable[[str], Path], path:
                 _check_split(f"targets.{name}.eval_split", target.data, target.eval_split, resolve_data)
             if target.tune is not None:
                 _check_split(f"targets.{name}.tune", target.tune.data or target.data, target.tune.split, resolve_data)
+                tune_folder = Path(resolve_data(target.tune.data or target.data)).resolve()
+                if tune_folder == Path(resolve_data(target.data)).resolve() and target.tune.split == target.eval_split:
+                    raise ConfigError(
+                        f"targets.{name}.tune",
+                        f"chooses on '{target.eval_split}', the split it reports: its scores would be an overestimate",
+                    )
     except ConfigError as exc:
         raise ConfigError(exc.field, exc.message + where) from None

@@ -96,10 +96,23 @@ class Context:
         """The bi-encoder of the index, eval and serve stages: the select stage's choice, else
         the trained one (else the pipeline's)."""
         if self.has("select"):
-            import json
-
-            return self.interpolated_model(float(json.loads(self.choice_file().read_text(encoding="utf-8"))["weight"]))
+            return self.interpolated_model(self.chosen_weight())
         return self.biencoder_model()
+
+    def chosen_weight(self) -> float:
+        """The select stage's weight; InvalidInputError when its choice file is missing or unreadable."""
+        import json
+
+        from densekit.errors import InvalidInputError
+
+        path = self.choice_file()
+        try:
+            weight = float(json.loads(path.read_text(encoding="utf-8"))["weight"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InvalidInputError(f"{path}: no readable select choice ({exc}); re-run with --from select") from None
+        if not 0.0 <= weight <= 1.0:
+            raise InvalidInputError(f"{path}: weight {weight} is not within [0, 1]; re-run with --from select")
+        return weight
 
     def retriever_identity(self) -> str:
         """retriever_model() as a stage identity holds it (known before the select stage runs)."""

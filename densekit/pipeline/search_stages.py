@@ -14,6 +14,15 @@ from densekit.pipeline.stage import Stage
 FROM_FUSION_STAGE = "<from the fusion stage>"
 
 
+def same_corpus_file(a: Path, b: Path) -> bool:
+    """The two BEIR folders hold the same corpus.jsonl (the same folder, or a byte-for-byte copy
+    such as `densekit data hold-out` writes)."""
+    import filecmp
+
+    fa, fb = a / "corpus.jsonl", b / "corpus.jsonl"
+    return a.resolve() == b.resolve() or (fa.is_file() and fb.is_file() and filecmp.cmp(fa, fb, shallow=False))
+
+
 class BuildIndex(Stage):
     """The served corpus: faiss index (+ BM25 part), with the default mode and fusion stored."""
 
@@ -101,7 +110,7 @@ class TuneFusion(Stage):
         data, split = tuning
         # The index's own corpus: tune on its dense and BM25 parts; another corpus (a held-out
         # split made from pairs): its model and an in-memory BM25 over that corpus.
-        same_corpus = ctx.resolve_data(data).resolve() == ctx.resolve_data(ctx.index_data()).resolve()
+        same_corpus = same_corpus_file(ctx.resolve_data(data), ctx.resolve_data(ctx.index_data()))
         result = tune_fusion(
             str(ctx.resolve_data(data)),
             split,

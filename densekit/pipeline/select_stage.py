@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from densekit.atomic import write_json_atomic
+from densekit.errors import InvalidInputError
 from densekit.pipeline.context import Context
 from densekit.pipeline.stage import Stage
 
@@ -46,7 +47,13 @@ class SelectWeight(Stage):
         return {"base": ctx.base_model(), "tune": tuning, **chosen_by}
 
     def outputs(self, ctx: Context) -> list[Path]:
-        return [ctx.choice_file()]
+        # The chosen blend too, once the choice is known: a deleted blend makes the stage re-run.
+        out = [ctx.choice_file()]
+        try:
+            weight = ctx.chosen_weight()
+        except InvalidInputError:  # no (readable) choice yet: the choice file's absence decides
+            return out
+        return out + [Path(ctx.interpolated_model(weight))] if 0.0 < weight < 1.0 else out
 
     def _write_blends(self, ctx: Context, weights: list[float]) -> None:
         from densekit.training.weight_interpolation import load_for_interpolation, write_interpolated

@@ -34,8 +34,15 @@ class WriteServable(Stage):
         return ctx.has("biencoder") and ctx.stages.index.model is None
 
     def _copies_model(self, ctx: Context) -> bool:
-        """At run time: the encoder is a folder the pipeline wrote (select may keep the base model)."""
-        return self._trained_encoder(ctx) and Path(ctx.retriever_model()).resolve().is_relative_to(ctx.out)
+        """At run time: the encoder is one the pipeline wrote (select may keep the base model)."""
+        return self._trained_encoder(ctx) and ctx.retriever_model() != ctx.base_model()
+
+    @staticmethod
+    def _named(model: str) -> str:
+        """The base model as serve.yaml names it: a local folder by its absolute path (the file's
+        relative paths are read from its own folder), a hub name as it is."""
+        local = Path(model).expanduser()
+        return str(local.resolve()) if local.exists() else model
 
     def _rerank_top_n(self, ctx: Context) -> int | None:
         sv = ctx.stages.serve
@@ -61,7 +68,7 @@ class WriteServable(Stage):
             if not resolved and ctx.has("select"):
                 values["model"] = FROM_SELECT_STAGE
             else:
-                values["model"] = "model" if self._copies_model(ctx) else ctx.retriever_model()
+                values["model"] = "model" if self._copies_model(ctx) else self._named(ctx.retriever_model())
         if ctx.has("reranker"):
             values.update(reranker="reranker", reranker_kind=ctx.stages.reranker.kind)
         if (n := self._rerank_top_n(ctx)) is not None:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from cli_support import run_cli
 
-from densekit.errors import ConfigError
+from densekit.errors import ConfigError, InvalidInputError
 from densekit.pipeline.config import STAGES
 
 # The stages of the single-corpus configs below (select is for the targets tests).
@@ -290,6 +290,24 @@ def test_a_held_out_copy_has_the_same_corpus_as_its_source(tiny_beir, tmp_path):
     with (other / "corpus.jsonl").open("a") as fh:
         fh.write(json.dumps({"_id": "extra", "title": "", "text": "one more"}) + "\n")
     assert not same_corpus_file(tiny_beir, other)
+
+
+def test_select_without_targets_chooses_on_the_index_dataset(tmp_path, beir_with_train):
+    from densekit.pipeline.runner import plan
+
+    cfg = _small_config(tmp_path, beir_with_train)
+    cfg["stages"]["select"] = {"split": "train"}
+    ctx = _open(_write(tmp_path / "p.yaml", cfg))
+    decisions = {d.stage: d for d in plan(ctx)}
+    assert decisions["select"].action == "run" and decisions["select"].deps == ["biencoder"]
+    # The index, eval and serve read the select stage's model, not the trained one directly.
+    assert decisions["index"].deps == ["select"] and "select" in decisions["eval"].deps
+    assert "select" in decisions["serve"].deps and "biencoder" not in decisions["serve"].deps
+    assert ctx.tuning_split("select") == (str(beir_with_train), "train")
+    assert ctx.stage_dir("select") == ctx.out / "select"
+    # Before it ran there is no choice to read: a clear error, not a stack trace.
+    with pytest.raises(InvalidInputError, match="no readable select choice"):
+        ctx.retriever_model()
 
 
 def test_best_weight_takes_the_smallest_of_equal_scores():

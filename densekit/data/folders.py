@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from densekit.errors import DatasetNotFoundError
+from densekit.errors import DatasetNotFoundError, InvalidInputError
 
 
 def resolve_dataset_folder(name: str, data_dir: str | Path) -> Path:
@@ -16,3 +16,9 @@ def resolve_dataset_folder(name: str, data_dir: str | Path) -> Path:
     if candidate.is_dir():
         return candidate
     raise DatasetNotFoundError(f"dataset '{name}' not found: not a folder, and not under DENSEKIT_DATA_DIR={data_dir}")
+
+
+def check_split_name(name: str, what: str = "split") -> None:
+    """A split is a file `qrels/<name>.tsv`: InvalidInputError for a name that is not a plain one."""
+    if not name or "/" in name or name.startswith(".") or name.endswith(".tsv"):
+        raise InvalidInputError(f"{what} must be a plain split name such as train or dev, got {name!r}")

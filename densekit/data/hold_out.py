@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from densekit.atomic import atomic_dir
+from densekit.data.folders import check_split_name
 from densekit.data.pairs import TrainingPair
 from densekit.data.pairs_to_beir import write_beir_files
 from densekit.errors import DataFormatError, InvalidInputError
@@ -46,11 +47,6 @@ def choose_held_out(keys: Sequence[str], fraction: float, seed: int) -> set[str]
         )
     order = np.random.default_rng(seed).permutation(len(distinct))
     return {distinct[i] for i in order[:n_held]}
-
-
-def _check_split_name(name: str, what: str) -> None:
-    if not name or "/" in name or name.startswith(".") or name.endswith(".tsv"):
-        raise InvalidInputError(f"{what} must be a plain split name such as train or dev, got {name!r}")
 
 
 def _read_qrels_rows(path: Path) -> tuple[str | None, list[tuple[str, str]]]:
@@ -88,8 +84,8 @@ def hold_out_beir(
     """Write `out/`, a copy of BEIR folder `source` whose `split` lost the held-out queries to
     `as_split`; atomic. Returns the record written to hold_out.json."""
     source, out = Path(source), Path(out)
-    _check_split_name(split, "split")
-    _check_split_name(as_split, "the held-out split")
+    check_split_name(split, "split")
+    check_split_name(as_split, "the held-out split")
     if split == as_split:
         raise InvalidInputError(f"the held-out split needs a name other than '{split}'")
     qrels_dir = source / "qrels"
@@ -134,7 +130,7 @@ def hold_out_pairs(
 ) -> dict[str, object]:
     """Write `out/train_pairs.jsonl` (rows of the kept queries) and a BEIR folder of the held-out
     rows in `out/` (split `as_split`); atomic. Returns the record written to hold_out.json."""
-    _check_split_name(as_split, "the held-out split")
+    check_split_name(as_split, "the held-out split")
     _check_out(Path(out), [Path(source)])
     if not pairs:
         raise InvalidInputError(f"{source} has no rows")

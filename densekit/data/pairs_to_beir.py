@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from densekit.atomic import atomic_dir
+from densekit.data.folders import check_split_name
 from densekit.data.pairs import TrainingPair
 from densekit.errors import InvalidInputError
 
@@ -30,8 +31,7 @@ def write_beir_files(pairs: list[TrainingPair], folder: Path, split: str = "trai
     """The BEIR files of `pairs` into an existing (temporary) folder; returns the counts."""
     if not pairs:
         raise InvalidInputError("the pairs file has no rows")
-    if not split or "/" in split or split.startswith("."):
-        raise InvalidInputError(f"split must be a plain name such as train or dev, got {split!r}")
+    check_split_name(split)
     doc_ids: dict[str, str] = {}
     query_ids: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}

@@ -33,7 +33,7 @@ from densekit.errors import ConfigError, ModelLoadError
 from densekit.eval.report import headline
 from densekit.training.biencoder_config import BiEncoderRunConfig, DatasetSource, check_paths
 from densekit.training.curves import plot_loss_curve, write_training_log
-from densekit.training.ddp import is_main_process, world_size
+from densekit.training.ddp import end_process_group, is_main_process, world_size
 from densekit.training.run_config import write_resolved_config
 
 if TYPE_CHECKING:
@@ -394,6 +394,7 @@ def train_model(
     t0 = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - t0
+    end_process_group()  # training was the only distributed work of the run
     history = list(trainer.state.log_history)
     steps = int(trainer.state.global_step)
     if is_main_process():

@@ -20,3 +20,14 @@ def world_size() -> int:
 
 def is_main_process() -> bool:
     return process_rank() == 0
+
+
+def end_process_group() -> None:
+    """Under torchrun: wait for every process, then tear the process group down. A gloo group
+    still alive when the interpreter exits can abort that process (std::terminate in its worker
+    threads) after a run that succeeded; rank 0 goes on to save and evaluate alone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
